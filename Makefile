@@ -1,0 +1,52 @@
+# TwinLedger — every target installs what it needs first and skips finished setup.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TL := $(VENV)/bin/twinledger
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench compile clean-venv help
+
+help:
+	@echo "make demo   - install what is missing, then run the supply-chain pilot on a local devnet"
+	@echo "make test   - install what is missing, then run every test"
+	@echo "make setup  - install only (Python venv from requirements.lock, npm toolchain, age tool)"
+	@echo "make bench  - run every benchmark (one JSON line each)"
+	@echo "make compile - recompile contracts into contracts/artifacts"
+
+setup: $(VENV)/.installed node_modules/.installed .age-tool
+
+# Python: a venv pinned by requirements.lock; re-run only when the lock or pyproject changes.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# npm: Anvil, solc and OpenZeppelin exactly as package-lock.json pins them.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# The `age` command-line tool (Debian package) for interoperability tests and benchmarks.
+.age-tool:
+	@command -v age >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq age >/dev/null; }
+	@command -v age >/dev/null && touch $@
+
+compile: setup
+	$(PY) -m ledger.compiler --write
+
+demo: setup
+	$(TL) pilot
+
+test: setup
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+bench: setup
+	@for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV) node_modules .age-tool

@@ -1,0 +1,1 @@
+"""Consumers built on the SDK: twin sync, compute-to-data analytics, the supply-chain pilot."""
