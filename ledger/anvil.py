@@ -93,7 +93,8 @@ class AnvilProcess:
             cmd += ["--block-time", str(self.block_time)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
-            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
         finally:
             if self.log_file:
                 out.close()
