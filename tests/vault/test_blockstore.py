@@ -1,0 +1,165 @@
+"""MemoryBlockstore and FilesystemBlockstore: the shared suite plus on-disk specifics
+(layout, corruption on disk, torn writes, durable pins, fsync batching)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
+from vault.cid import CID, DAG_PB
+from vault.errors import BlockMismatchError, BlockNotFoundError, IntegrityError
+from vault.unixfs import import_bytes
+
+from .blockstore_suite import TINY, TINY_PB, PinningSuite
+
+
+class TestMemoryBlockstore(PinningSuite):
+    @pytest.fixture
+    def store(self) -> MemoryBlockstore:
+        return MemoryBlockstore()
+
+    def test_corruption_in_memory_is_detected(self, store: MemoryBlockstore) -> None:
+        cid = CID.from_sha256(b"x")
+        store.put(cid, b"x")
+        store._blocks[cid.multihash] = b"y"
+        with pytest.raises(BlockMismatchError):
+            store.get(cid)
+
+
+class TestFilesystemBlockstore(PinningSuite):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> FilesystemBlockstore:
+        return FilesystemBlockstore(tmp_path / "repo")
+
+
+class TestFilesystemBlockstoreUnsynced(PinningSuite):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> FilesystemBlockstore:
+        return FilesystemBlockstore(tmp_path / "repo", sync=False, verify_writes=False)
+
+    def test_put_refuses_a_block_that_does_not_match(self, store: FilesystemBlockstore) -> None:
+        """verify_writes=False trusts the caller by design; the read still catches a lie."""
+        cid = CID.from_sha256(b"real")
+        store.put(cid, b"fake")
+        with pytest.raises(BlockMismatchError):
+            store.get(cid)
+
+
+def test_layout_is_flatfs_next_to_last_2(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    cid = CID.decode("bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e")
+    store.put(cid, b"hello world")
+    key = "CIQLSTJHXGJU2PQIUUXFFV62PWV7VREE57RXUU4A52IIR55M4LX432I"
+    assert (tmp_path / "blocks" / key[-3:-1] / f"{key}.data").read_bytes() == b"hello world"
+    assert [p.name for p in (tmp_path / "blocks").rglob("*") if p.is_file()] == [f"{key}.data"]
+
+
+def test_corrupt_file_on_disk_is_detected(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    cid = CID.from_sha256(b"precious bytes")
+    store.put(cid, b"precious bytes")
+    path = next((tmp_path / "blocks").rglob("*.data"))
+    path.write_bytes(b"precious bytez")
+    with pytest.raises(BlockMismatchError, match=str(cid)):
+        store.get(cid)
+
+
+def test_torn_block_is_replaced_by_the_next_put(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    cid = CID.from_sha256(b"full block")
+    store.put(cid, b"full block")
+    path = next((tmp_path / "blocks").rglob("*.data"))
+    path.write_bytes(b"full")  # as if a crash cut the write short
+    store.put(cid, b"full block")
+    assert store.get(cid) == b"full block"
+
+
+def test_stray_files_are_not_blocks(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    cid = CID.from_sha256(b"real")
+    store.put(cid, b"real")
+    shard = next((tmp_path / "blocks").iterdir())
+    (shard / ".CIQXYZ.abcd.tmp").write_bytes(b"partial")
+    (shard / "README").write_text("not a block")
+    (shard / "not!base32.data").write_text("nope")
+    assert [c.multihash for c in store.iter_cids()] == [cid.multihash]
+
+
+def test_pins_survive_reopening(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    root = import_bytes(b"durable " * 100, TINY_PB, store.put)
+    store.pin(root)
+    again = FilesystemBlockstore(tmp_path)
+    assert again.pins() == {root}
+    assert again.gc() == 0
+    (tmp_path / "pins.json").write_text("{not json")
+    with pytest.raises(IntegrityError, match="corrupt"):
+        again.pins()
+
+
+def test_walk_dag_is_depth_first_and_strictness_is_optional(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    root = import_bytes(bytes(range(256)) * 3, TINY, store.put)
+    order = list(walk_dag(store, root))
+    assert order[0] == root and order[1].codec == DAG_PB  # pre-order: root, first child, ...
+    assert len(order) == len({c.multihash for c in order})
+    store.delete(order[-1])
+    with pytest.raises(BlockNotFoundError):
+        list(walk_dag(store, root))
+    assert len(list(walk_dag(store, root, strict=False))) == len(order)
+
+
+@pytest.fixture
+def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    calls: list[int] = []
+    real = os.fsync
+
+    def counting(fd: int) -> None:
+        calls.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    return calls
+
+
+def _blocks(n: int) -> list[tuple[CID, bytes]]:
+    return [(CID.from_sha256(b"%d" % i), b"%d" % i) for i in range(n)]
+
+
+def test_sync_fsyncs_every_put(tmp_path: Path, fsyncs: list[int]) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    for cid, data in _blocks(5):
+        store.put(cid, data)
+    assert len(fsyncs) == 10  # file + shard directory, per block
+
+
+def test_batch_defers_fsyncs_to_its_end(tmp_path: Path, fsyncs: list[int]) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    blocks = _blocks(20)
+    with store.batch():
+        with store.batch():  # nests
+            for cid, data in blocks:
+                store.put(cid, data)
+        assert fsyncs == []
+        assert all(store.get(cid) == data for cid, data in blocks)  # visible at once
+    shards = {p.parent for p in (tmp_path / "blocks").rglob("*.data")}
+    assert len(fsyncs) == 20 + len(shards)
+
+
+def test_batch_lets_exceptions_through_and_still_flushes(tmp_path: Path, fsyncs: list[int]) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        with store.batch():
+            with store.batch():
+                store.put(*_blocks(1)[0])
+                raise RuntimeError("boom")
+    assert len(fsyncs) == 2
+
+
+def test_unsynced_store_never_fsyncs_blocks(tmp_path: Path, fsyncs: list[int]) -> None:
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    for cid, data in _blocks(5):
+        store.put(cid, data)
+    assert fsyncs == []

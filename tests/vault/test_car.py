@@ -1,0 +1,242 @@
+"""CARv1 read/write/import/export and the DAG-CBOR header subset."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vault import _mfcbor
+from vault._mfbase import FormatError, encode_varint
+from vault.blockstore import MemoryBlockstore, walk_dag
+from vault.car import (MAX_SECTION_SIZE, encode_header, export_car, import_car, read_car,
+                       write_car)
+from vault.cid import CID, DAG_PB, RAW
+from vault.errors import BlockMismatchError, InputValidationError, IntegrityError, InvalidCARError
+from vault.unixfs import Profile, export, import_bytes
+
+FEW = settings(max_examples=50, deadline=None)
+TINY = Profile("tiny", cid_version=0, raw_leaves=False, chunk_size=32, max_links=3)
+
+blocks_st = st.lists(st.binary(max_size=300), max_size=8).map(
+    lambda datas: [(CID.from_sha256(d, RAW, 1), d) for d in datas])
+cid_st = st.builds(lambda d, v: CID.from_digest(d, DAG_PB, v), st.binary(min_size=32, max_size=32), st.sampled_from([0, 1]))
+
+
+def _car(roots: list[CID], blocks: list[tuple[CID, bytes]]) -> bytes:
+    out = io.BytesIO()
+    write_car(roots, blocks, out)
+    return out.getvalue()
+
+
+def _section(cid: CID, data: bytes) -> bytes:
+    body = cid.to_bytes() + data
+    return encode_varint(len(body)) + body
+
+
+# -- DAG-CBOR header --------------------------------------------------------------------------
+def test_header_bytes_are_canonical_dag_cbor() -> None:
+    root = CID.decode("bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e")
+    header = encode_header([root])
+    body = bytes.fromhex("a265726f6f747381d82a5825") + b"\0" + root.to_bytes() + bytes.fromhex("6776657273696f6e01")
+    assert header == encode_varint(len(body)) + body  # {"roots": [tag42(0x00 ‖ cid)], "version": 1}
+
+
+cbor_values = st.recursive(
+    st.one_of(st.integers(-(2**64), 2**64 - 1), st.text(max_size=10), st.binary(max_size=10), st.booleans(),
+              st.none(), cid_st),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=6), children, max_size=4)),
+    max_leaves=12)
+
+
+@FEW
+@given(cbor_values)
+def test_cbor_round_trip(value: object) -> None:
+    encoded = _mfcbor.encode(value)
+    assert _mfcbor.decode(encoded) == value
+    assert _mfcbor.encode(_mfcbor.decode(encoded)) == encoded
+
+
+@FEW
+@given(st.binary(max_size=64))
+def test_cbor_decoder_only_raises_format_error(raw: bytes) -> None:
+    try:
+        _mfcbor.decode(raw)
+    except FormatError:
+        pass
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (b"\x18\x05", "non-minimal"), (b"\x9f\xff", "indefinite"), (b"\xf9\x3c\x00", "float"),
+    (b"\xa2\x61a\x01\x61a\x02", "duplicate"), (b"\xa1\x01\x02", "keys"), (b"\xc1\x00", "tag"),
+    (b"\x81" * 20 + b"\x00", "deep"), (b"\x00\x00", "trailing"), (b"\x9b" + b"\xff" * 8, "longer"),
+])
+def test_cbor_decoder_refusals(raw: bytes, needle: str) -> None:
+    with pytest.raises(FormatError, match=needle):
+        _mfcbor.decode(raw)
+
+
+# -- read / write ----------------------------------------------------------------------------
+@FEW
+@given(st.lists(cid_st, min_size=1, max_size=3), blocks_st)
+def test_write_read_round_trip(roots: list[CID], blocks: list[tuple[CID, bytes]]) -> None:
+    got_roots, got = read_car(io.BytesIO(_car(roots, blocks)))
+    assert got_roots == roots
+    assert list(got) == blocks
+
+
+@FEW
+@given(st.binary(max_size=200))
+def test_reader_fails_only_with_named_errors(raw: bytes) -> None:
+    try:
+        _, blocks = read_car(io.BytesIO(raw))
+        list(blocks)
+    except (InputValidationError, IntegrityError):
+        pass
+
+
+@FEW
+@given(blocks_st.filter(bool), st.data())
+def test_any_truncation_is_invalid(blocks: list[tuple[CID, bytes]], data: st.DataObject) -> None:
+    car = _car([blocks[0][0]], blocks)
+    cut = data.draw(st.integers(1, len(car) - 1))
+    header_len = len(encode_header([blocks[0][0]]))
+    if cut == header_len or any(cut == header_len + sum(len(_section(c, d)) for c, d in blocks[:i + 1])
+                                for i in range(len(blocks))):
+        return  # a cut on a section boundary is a shorter, valid CAR
+    with pytest.raises(InvalidCARError, match="truncated"):
+        _, it = read_car(io.BytesIO(car[:cut]))
+        list(it)
+
+
+ROOT = CID.from_sha256(b"root", RAW, 1)
+
+
+def _hdr(value: object) -> bytes:
+    body = _mfcbor.encode(value)
+    return encode_varint(len(body)) + body
+
+
+@pytest.mark.parametrize("raw, needle", [
+    (b"", "empty"),
+    (b"\xff" * 10, "varint"),
+    (b"\x00", "out of range"),
+    (encode_varint(MAX_SECTION_SIZE) + b"\xa0", "out of range"),
+    (b"\x05\xa1", "truncated"),
+    (encode_varint(3) + b"\x82\x01\x02", "not a map"),
+    (encode_varint(2) + b"\xa1\x01", "not valid DAG-CBOR"),
+    (_hdr({"roots": [ROOT], "version": 2}), "CARv2"),
+    (_hdr({"roots": [ROOT]}), "version must be 1"),
+    (_hdr({"roots": [], "version": 1}), "non-empty"),
+    (_hdr({"roots": ["x"], "version": 1}), "list of CIDs"),
+    (_hdr({"roots": [ROOT], "version": 1, "x": 0}), "unexpected keys"),
+])
+def test_bad_headers(raw: bytes, needle: str) -> None:
+    with pytest.raises(InvalidCARError, match=needle):
+        read_car(io.BytesIO(raw))
+
+
+@pytest.mark.parametrize("tail, needle", [
+    (b"\x00", "empty"),
+    (encode_varint(MAX_SECTION_SIZE + 1), "limit"),
+    (b"\x80\x80", "cut off"),
+    (encode_varint(40) + ROOT.to_bytes(), "truncated"),
+    (encode_varint(5) + b"\x01\x55\x13\x01\x00", "CID"),
+])
+def test_bad_sections(tail: bytes, needle: str) -> None:
+    _, it = read_car(io.BytesIO(encode_header([ROOT]) + _section(ROOT, b"root") + tail))
+    assert next(it) == (ROOT, b"root")
+    with pytest.raises(InvalidCARError, match=needle):
+        next(it)
+
+
+def test_oversized_section_is_refused_before_it_is_read() -> None:
+    class Endless(io.RawIOBase):
+        def __init__(self) -> None:
+            self.served = 0
+            self.prefix = encode_header([ROOT]) + encode_varint(64 << 20)
+
+        def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+            chunk = self.prefix[self.served:self.served + len(b)] or b"\0" * len(b)
+            b[: len(chunk)] = chunk
+            self.served += len(chunk)
+            return len(chunk)
+
+    src = Endless()
+    _, it = read_car(src)  # type: ignore[arg-type]
+    with pytest.raises(InvalidCARError, match="limit"):
+        next(it)
+    assert src.served < 64
+
+
+def test_block_that_does_not_match_its_cid_is_rejected() -> None:
+    car = encode_header([ROOT]) + _section(ROOT, b"r00t")
+    _, it = read_car(io.BytesIO(car))
+    with pytest.raises(BlockMismatchError):
+        next(it)
+
+
+# -- store integration ------------------------------------------------------------------------
+def test_export_is_dfs_preorder_deduplicated_and_imports_back() -> None:
+    src = MemoryBlockstore()
+    data = bytes(32) * 20 + b"tail"  # many identical leaves
+    root = import_bytes(data, TINY, src.put)
+    out = io.BytesIO()
+    count = export_car(src, root, out)
+    roots, blocks = read_car(io.BytesIO(out.getvalue()))
+    listed = [cid for cid, _ in blocks]
+    assert roots == [root] and count == len(listed)
+    assert listed == list(walk_dag(src, root))  # walk_dag is DFS pre-order
+    assert len(listed) == len({c.to_bytes() for c in listed}) < 30
+    dst = MemoryBlockstore()
+    assert import_car(dst, io.BytesIO(out.getvalue())) == [root]
+    assert b"".join(export(root, dst.get)) == data
+
+
+def test_import_is_all_or_nothing() -> None:
+    src = MemoryBlockstore()
+    data = hashlib.shake_256(b"x").digest(500)
+    root = import_bytes(data, TINY, src.put)
+    out = io.BytesIO()
+    export_car(src, root, out)
+    good = out.getvalue()
+    leaf_cid = CID.from_sha256(b"victim", RAW, 1)
+    bad = good + _section(leaf_cid, b"victiM")
+    dst = MemoryBlockstore()
+    existing = CID.from_sha256(b"already here")
+    dst.put(existing, b"already here")
+    with pytest.raises(BlockMismatchError):
+        import_car(dst, io.BytesIO(bad))
+    assert [c.multihash for c in dst.iter_cids()] == [existing.multihash]
+    with pytest.raises(InvalidCARError):
+        import_car(dst, io.BytesIO(good[:-3]))
+    assert len(dst) == 1
+
+
+def test_import_rolls_back_when_the_store_fails_midway() -> None:
+    class Flaky(MemoryBlockstore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.puts = 0
+
+        def put(self, cid: CID, data: bytes) -> None:
+            self.puts += 1
+            if self.puts == 4:
+                raise OSError("disk full")
+            super().put(cid, data)
+
+    src = MemoryBlockstore()
+    root = import_bytes(hashlib.shake_256(b"y").digest(400), TINY, src.put)
+    out = io.BytesIO()
+    export_car(src, root, out)
+    dst = Flaky()
+    with pytest.raises(OSError, match="disk full"):
+        import_car(dst, io.BytesIO(out.getvalue()))
+    assert len(dst) == 0 and dst.puts == 4
+
+
+def test_write_car_needs_a_root() -> None:
+    with pytest.raises(InvalidCARError, match="root"):
+        write_car([], [], io.BytesIO())

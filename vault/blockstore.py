@@ -1,0 +1,332 @@
+"""Block stores: content-addressed storage of blocks, keyed by multihash (as Kubo does).
+
+    BlockStore (Protocol)      put / get / has / delete / iter_cids
+    PinningBlockStore          + pin / unpin / pins / gc
+    FilesystemBlockstore       the embedded default (on-disk, sharded, atomic, verified)
+    MemoryBlockstore           for tests and short-lived staging
+
+Blocks are identified by their multihash: a raw and a dag-pb CID with the same digest name
+the same bytes, and `iter_cids()` yields CIDv1 **raw** CIDs (what Kubo's `refs local`
+returns), because the store does not remember which codec a block was put under.
+
+Every `get` verifies the bytes against the CID (BlockMismatchError); `put` refuses a block
+that does not hash to its CID. Pins are recursive: pinning a root walks its dag-pb links,
+requires every block to be present, and protects the whole DAG from `gc`. `gc` must not
+run concurrently with an import that has not pinned its root yet (as with Kubo's GC).
+
+On-disk layout of FilesystemBlockstore (compatible in spirit with go-ds-flatfs
+"next-to-last/2"):
+
+    <root>/blocks/<SS>/<KEY>.data     KEY = base32 upper-case, unpadded, of the multihash
+                                      ("CIQ…"); SS = KEY[-3:-1]
+    <root>/pins.json                  {"version": 1, "pins": ["<cid>", …]} (sorted)
+
+Durability: a block is written to a temp file in its shard directory and renamed into
+place, so a reader never sees a partial block. With `sync=True` (default) each put fsyncs
+the file before the rename and the directory after it. Inside `with store.batch():` the
+fsyncs are deferred to the end of the batch (one pass over the written files and shard
+directories): a crash inside an unfinished batch can leave torn blocks, which are detected
+on read (hash check) and replaced by the next put of the same block (size check). With
+`sync=False` nothing is fsynced (tests, scratch stores). pins.json is always written with
+temp + fsync + rename + directory fsync.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from vault._mfbase import FormatError
+from vault._mfdagpb import link_cids
+from vault.cid import CID, DAG_PB, RAW
+from vault.errors import BlockNotFoundError, IntegrityError, InvalidCIDError
+
+__all__ = ["BlockStore", "FilesystemBlockstore", "MemoryBlockstore", "PinningBlockStore", "walk_dag"]
+
+
+@runtime_checkable
+class BlockStore(Protocol):
+    def put(self, cid: CID, data: bytes) -> None: ...
+    def get(self, cid: CID) -> bytes: ...
+    def has(self, cid: CID) -> bool: ...
+    def delete(self, cid: CID) -> None: ...
+    def iter_cids(self) -> Iterator[CID]: ...
+
+
+@runtime_checkable
+class PinningBlockStore(BlockStore, Protocol):
+    def pin(self, root: CID) -> None: ...
+    def unpin(self, root: CID) -> bool: ...
+    def pins(self) -> frozenset[CID]: ...
+    def gc(self) -> int: ...
+
+
+def walk_dag(store: BlockStore, root: CID, *, strict: bool = True) -> Iterator[CID]:
+    """Yield every CID of the DAG under `root` once (depth-first, pre-order, links in
+    order). dag-pb blocks are read (verified) to find their links; other blocks are only
+    checked for presence. strict: a missing block raises BlockNotFoundError, otherwise it
+    is yielded anyway and its subtree skipped."""
+    seen: set[bytes] = set()
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        if cid.multihash in seen:
+            continue
+        seen.add(cid.multihash)
+        if cid.codec == DAG_PB:
+            try:
+                block = store.get(cid)
+            except BlockNotFoundError:
+                if strict:
+                    raise
+                yield cid
+                continue
+            try:
+                links = link_cids(block)
+            except FormatError as exc:
+                raise IntegrityError(f"malformed dag-pb block {cid}: {exc}") from None
+            stack.extend(reversed(links))
+        elif strict and not store.has(cid):
+            raise BlockNotFoundError(f"block {cid} (under {root}) is not in the store")
+        yield cid
+
+
+class _Pinning:
+    """Recursive pins and gc on top of put/get/has/delete/iter_cids."""
+
+    _lock: threading.RLock
+
+    def _load_pins(self) -> set[CID]:
+        raise NotImplementedError
+
+    def _save_pins(self, pins: set[CID]) -> None:
+        raise NotImplementedError
+
+    def pin(self, root: CID) -> None:
+        """Pin `root` recursively; BlockNotFoundError if any block of its DAG is missing."""
+        for _ in walk_dag(self, root, strict=True):  # type: ignore[arg-type]
+            pass
+        with self._lock:
+            pins = self._load_pins()
+            if root not in pins:
+                pins.add(root)
+                self._save_pins(pins)
+
+    def unpin(self, root: CID) -> bool:
+        """Remove a pin; returns whether it existed."""
+        with self._lock:
+            pins = self._load_pins()
+            if root not in pins:
+                return False
+            pins.discard(root)
+            self._save_pins(pins)
+            return True
+
+    def pins(self) -> frozenset[CID]:
+        with self._lock:
+            return frozenset(self._load_pins())
+
+    def gc(self) -> int:
+        """Delete every block not reachable from a pin; returns how many were removed."""
+        with self._lock:
+            keep: set[bytes] = set()
+            for root in self._load_pins():
+                keep.update(c.multihash for c in walk_dag(self, root, strict=False))  # type: ignore[arg-type]
+            doomed = [c for c in self.iter_cids() if c.multihash not in keep]  # type: ignore[attr-defined]
+            for cid in doomed:
+                self.delete(cid)  # type: ignore[attr-defined]
+            return len(doomed)
+
+
+class MemoryBlockstore(_Pinning):
+    """In-memory store with the same behaviour as FilesystemBlockstore."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[bytes, bytes] = {}
+        self._pins: set[CID] = set()
+        self._lock = threading.RLock()
+
+    def put(self, cid: CID, data: bytes) -> None:
+        data = bytes(data)
+        cid.verify(data)
+        self._blocks[cid.multihash] = data
+
+    def get(self, cid: CID) -> bytes:
+        try:
+            data = self._blocks[cid.multihash]
+        except KeyError:
+            raise BlockNotFoundError(f"block {cid} is not in the store") from None
+        cid.verify(data)
+        return data
+
+    def has(self, cid: CID) -> bool:
+        return cid.multihash in self._blocks
+
+    def delete(self, cid: CID) -> None:
+        self._blocks.pop(cid.multihash, None)
+
+    def iter_cids(self) -> Iterator[CID]:
+        return iter([CID(1, RAW, mh) for mh in list(self._blocks)])
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def _load_pins(self) -> set[CID]:
+        return set(self._pins)
+
+    def _save_pins(self, pins: set[CID]) -> None:
+        self._pins = set(pins)
+
+
+def _key(multihash: bytes) -> str:
+    return base64.b32encode(multihash).decode("ascii").rstrip("=")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _flush(files: list[Path], dirs: set[Path]) -> None:
+    for path in files:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # deleted meanwhile
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for shard in dirs:
+        _fsync_dir(shard)
+
+
+class FilesystemBlockstore(_Pinning):
+    """Blocks as files under `root` (see the module docstring for layout and durability).
+
+    verify_writes=False skips re-hashing in put(); only for callers that have just hashed
+    the block themselves (the importer, read_car, the gateway client). Reads always verify.
+    """
+
+    def __init__(self, root: Path | str, *, sync: bool = True, verify_writes: bool = True) -> None:
+        self.root = Path(root)
+        self._blocks = self.root / "blocks"
+        self._blocks.mkdir(parents=True, exist_ok=True)
+        self._pins_path = self.root / "pins.json"
+        self._sync = sync
+        self._verify_writes = verify_writes
+        self._lock = threading.RLock()
+        self._batch_depth = 0
+        self._pending_files: list[Path] = []
+        self._pending_dirs: set[Path] = set()
+
+    def _path(self, cid: CID) -> Path:
+        key = _key(cid.multihash)
+        return self._blocks / key[-3:-1] / f"{key}.data"
+
+    # -- blocks ---------------------------------------------------------------------------
+    def put(self, cid: CID, data: bytes) -> None:
+        if self._verify_writes:
+            cid.verify(data)
+        path = self._path(cid)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size == len(data):
+                return  # content-addressed: already there (a torn copy would differ in size)
+        shard = path.parent
+        shard.mkdir(exist_ok=True)
+        tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
+        deferred = self._sync and self._batch_depth > 0
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if self._sync and not deferred:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        if deferred:
+            with self._lock:
+                self._pending_files.append(path)
+                self._pending_dirs.add(shard)
+        elif self._sync:
+            _fsync_dir(shard)
+
+    def get(self, cid: CID) -> bytes:
+        try:
+            data = self._path(cid).read_bytes()
+        except FileNotFoundError:
+            raise BlockNotFoundError(f"block {cid} is not in the store") from None
+        cid.verify(data)
+        return data
+
+    def has(self, cid: CID) -> bool:
+        return self._path(cid).is_file()
+
+    def delete(self, cid: CID) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(cid).unlink()
+
+    def iter_cids(self) -> Iterator[CID]:
+        for shard in sorted(self._blocks.iterdir()):
+            if not shard.is_dir():
+                continue
+            for entry in sorted(os.listdir(shard)):
+                if entry.startswith(".") or not entry.endswith(".data"):
+                    continue
+                key = entry[: -len(".data")]
+                try:
+                    mh = base64.b32decode(key + "=" * (-len(key) % 8))
+                    yield CID(1, RAW, mh)
+                except (ValueError, InvalidCIDError):
+                    continue  # not a block file
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Defer fsyncs to the end of the block (nestable); durable once it exits."""
+        with self._lock:
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._batch_depth -= 1
+                outermost = self._batch_depth == 0
+                files, dirs = self._pending_files, self._pending_dirs
+                if outermost:
+                    self._pending_files, self._pending_dirs = [], set()
+            if outermost:
+                _flush(files, dirs)
+
+    # -- pins -----------------------------------------------------------------------------
+    def _load_pins(self) -> set[CID]:
+        try:
+            doc = json.loads(self._pins_path.read_text("utf-8"))
+        except FileNotFoundError:
+            return set()
+        except ValueError as exc:
+            raise IntegrityError(f"pin file {self._pins_path} is corrupt: {exc}") from None
+        if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("pins"), list):
+            raise IntegrityError(f"pin file {self._pins_path} has an unknown format")
+        return {CID.decode(s) for s in doc["pins"]}
+
+    def _save_pins(self, pins: set[CID]) -> None:
+        body = json.dumps({"version": 1, "pins": sorted(str(c) for c in pins)}, indent=1)
+        tmp = self.root / f".pins.{secrets.token_hex(6)}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(body + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self._pins_path)
+        _fsync_dir(self.root)

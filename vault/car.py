@@ -1,0 +1,210 @@
+"""CARv1 archives (ipld/specs transport/car/carv1): move blocks to and from any IPFS node.
+
+Byte layout:
+
+    CAR     = varint(len(header)) header  section*
+    header  = DAG-CBOR {"roots": [CID, …], "version": 1}    (at least one root)
+    section = varint(len(cid) + len(block)) cid block       (cid binary; CIDv0 = multihash)
+
+Reading verifies every block against its CID (BlockMismatchError) and refuses malformed
+framing with InvalidCARError: a bad varint, a header that is not a DAG-CBOR map with
+version 1 and a roots list, a truncated or empty section, a section over
+MAX_SECTION_SIZE (2 MiB; Kubo's blocks are at most 1 MiB + CID) or a header over
+MAX_HEADER_SIZE. `import_car` is all-or-nothing: blocks are staged in a temporary spool
+file (memory stays bounded) and written to the store only after the whole archive
+verified; if writing fails midway the blocks added so far are removed again.
+"""
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterable, Iterator
+from typing import BinaryIO
+
+from vault import _mfcbor
+from vault._mfbase import FormatError, encode_varint
+from vault._mfdagpb import link_cids
+from vault.blockstore import BlockStore
+from vault.cid import CID, DAG_PB
+from vault.errors import BlockNotFoundError, IntegrityError, InvalidCARError, InvalidCIDError
+
+__all__ = ["MAX_HEADER_SIZE", "MAX_SECTION_SIZE", "export_car", "import_blocks", "import_car",
+           "read_car", "write_car"]
+
+MAX_SECTION_SIZE = 2 << 20
+MAX_HEADER_SIZE = 1 << 20
+
+
+def encode_header(roots: list[CID]) -> bytes:
+    if not roots:
+        raise InvalidCARError("a CAR needs at least one root")
+    header = _mfcbor.encode({"roots": list(roots), "version": 1})
+    return encode_varint(len(header)) + header
+
+
+def write_car(roots: list[CID], blocks: Iterable[tuple[CID, bytes]], out: BinaryIO) -> int:
+    """Write a CARv1 stream; returns the number of blocks written. Blocks are written as
+    given (export_car reads them verified from a store)."""
+    out.write(encode_header(roots))
+    count = 0
+    for cid, data in blocks:
+        cid_bytes = cid.to_bytes()
+        out.write(encode_varint(len(cid_bytes) + len(data)))
+        out.write(cid_bytes)
+        out.write(data)
+        count += 1
+    return count
+
+
+def dag_blocks(store: BlockStore, root: CID) -> Iterator[tuple[CID, bytes]]:
+    """(cid, block) for the DAG under root: depth-first pre-order, links in order, each CID
+    once (what `ipfs dag export` and trustless gateways send)."""
+    seen: set[bytes] = set()
+    stack = [root]
+    while stack:
+        cid = stack.pop()
+        key = cid.to_bytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        data = store.get(cid)
+        if cid.codec == DAG_PB:
+            try:
+                stack.extend(reversed(link_cids(data)))
+            except FormatError as exc:
+                raise IntegrityError(f"malformed dag-pb block {cid}: {exc}") from None
+        yield cid, data
+
+
+def export_car(store: BlockStore, root: CID, out: BinaryIO) -> int:
+    """Write the DAG under `root` as a CAR; BlockNotFoundError if a block is missing (the
+    output is then incomplete: write to a temp file if that matters)."""
+    return write_car([root], dag_blocks(store, root), out)
+
+
+# -- reading -------------------------------------------------------------------------------
+def _read_exact(src: BinaryIO, n: int, what: str) -> bytes:
+    data = src.read(n)
+    if data is None:
+        data = b""
+    if len(data) == n:
+        return data
+    parts = bytearray(data)
+    while len(parts) < n:
+        more = src.read(n - len(parts))
+        if not more:
+            raise InvalidCARError(f"truncated CAR: {what} needs {n} bytes, got {len(parts)}")
+        parts += more
+    return bytes(parts)
+
+
+def _read_varint(src: BinaryIO, what: str, *, eof_ok: bool = False) -> int | None:
+    value = 0
+    for i in range(9):
+        byte = src.read(1)
+        if not byte:
+            if i == 0 and eof_ok:
+                return None
+            raise InvalidCARError(f"truncated CAR: {what} length varint cut off")
+        b = byte[0]
+        value |= (b & 0x7F) << (7 * i)
+        if b < 0x80:
+            if b == 0 and i > 0:
+                raise InvalidCARError(f"bad CAR: non-minimal {what} length varint")
+            return value
+    raise InvalidCARError(f"bad CAR: {what} length varint longer than 9 bytes")
+
+
+def _parse_header(raw: bytes) -> list[CID]:
+    try:
+        header = _mfcbor.decode(raw)
+    except FormatError as exc:
+        raise InvalidCARError(f"CAR header is not valid DAG-CBOR: {exc}") from None
+    if not isinstance(header, dict):
+        raise InvalidCARError("CAR header is not a map")
+    version = header.get("version")
+    if version == 2:
+        raise InvalidCARError("CARv2 is not supported; export CARv1 (ipfs dag export)")
+    if version != 1 or isinstance(version, bool):
+        raise InvalidCARError(f"CAR header version must be 1, got {version!r}")
+    if set(header) != {"roots", "version"}:
+        raise InvalidCARError(f"CAR header has unexpected keys {sorted(set(header) - {'roots', 'version'})}")
+    roots = header["roots"]
+    if not isinstance(roots, list) or not roots or not all(isinstance(r, CID) for r in roots):
+        raise InvalidCARError("CAR header roots must be a non-empty list of CIDs")
+    return roots
+
+
+def read_car(src: BinaryIO) -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
+    """Parse the header now; return (roots, lazy iterator of verified (cid, block))."""
+    length = _read_varint(src, "header", eof_ok=True)
+    if length is None:
+        raise InvalidCARError("empty CAR stream")
+    if length == 0 or length > MAX_HEADER_SIZE:
+        raise InvalidCARError(f"CAR header length {length} out of range 1..{MAX_HEADER_SIZE}")
+    roots = _parse_header(_read_exact(src, length, "header"))
+    return roots, _sections(src)
+
+
+def _sections(src: BinaryIO) -> Iterator[tuple[CID, bytes]]:
+    index = 0
+    while True:
+        length = _read_varint(src, f"section {index}", eof_ok=True)
+        if length is None:
+            return
+        if length == 0:
+            raise InvalidCARError(f"bad CAR: section {index} is empty")
+        if length > MAX_SECTION_SIZE:
+            raise InvalidCARError(f"bad CAR: section {index} is {length} bytes, limit {MAX_SECTION_SIZE}")
+        body = _read_exact(src, length, f"section {index}")
+        try:
+            cid, offset = CID.read_from(body, 0)
+        except InvalidCIDError as exc:
+            raise InvalidCARError(f"bad CAR: section {index} CID: {exc}") from None
+        data = body[offset:]
+        cid.verify(data)
+        yield cid, data
+        index += 1
+
+
+# -- importing -----------------------------------------------------------------------------
+def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int:
+    """All-or-nothing: consume `blocks` completely into a spool file (any exception leaves
+    the store untouched), then put the ones the store lacks. Returns how many were added."""
+    staged: list[tuple[CID, int, int]] = []
+    seen: set[bytes] = set()
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+        offset = 0
+        for cid, data in blocks:
+            if cid.multihash in seen:
+                continue
+            seen.add(cid.multihash)
+            spool.write(data)
+            staged.append((cid, offset, len(data)))
+            offset += len(data)
+        added: list[CID] = []
+        batch = getattr(store, "batch", None)
+        try:
+            with batch() if batch is not None else contextlib.nullcontext():
+                for cid, start, size in staged:
+                    if store.has(cid):
+                        continue
+                    spool.seek(start)
+                    store.put(cid, spool.read(size))  # verified when read from the CAR
+                    added.append(cid)
+        except BaseException:
+            for cid in added:
+                try:
+                    store.delete(cid)
+                except (BlockNotFoundError, OSError):
+                    pass
+            raise
+    return len(added)
+
+
+def import_car(store: BlockStore, src: BinaryIO) -> list[CID]:
+    """Verify a whole CARv1 stream, then add its blocks to `store`; returns its roots.
+    Any bad block or framing error raises and leaves the store unchanged."""
+    roots, blocks = read_car(src)
+    import_blocks(store, blocks)
+    return roots

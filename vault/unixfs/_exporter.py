@@ -1,0 +1,68 @@
+"""Streaming UnixFS file exporter: walks the DAG depth-first, verifies every block against
+its CID, and checks the sizes each node claims (filesize, blocksizes) against what its
+children really hold, so a DAG that lies about its shape fails instead of returning
+shifted bytes. Memory: the links of one node per level of the tree.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator
+
+from vault._mfbase import FormatError
+from vault._mfdagpb import decode_node
+from vault.cid import CID, DAG_PB, RAW
+from vault.errors import InputValidationError, IntegrityError
+from vault.unixfs._pb import T_FILE, T_RAW, TYPE_NAMES, decode_data
+
+GetBlock = Callable[[CID], bytes]
+MAX_DEPTH = 32  # Kubo's deepest realistic balanced tree is < 8 levels
+
+
+def export(root: CID, get_block: GetBlock) -> Iterator[bytes]:
+    """Yield the bytes of the UnixFS file `root`; raises BlockMismatchError for a block
+    that does not hash to its CID, IntegrityError for an inconsistent DAG,
+    InputValidationError for something that is not a file."""
+    if not isinstance(root, CID):
+        raise InputValidationError(f"export needs a CID, not {type(root).__name__}")
+    return _iterate(root, get_block)
+
+
+def _iterate(root: CID, get_block: GetBlock) -> Iterator[bytes]:
+    yield from _walk(root, get_block, None, 0)
+
+
+def _walk(cid: CID, get_block: GetBlock, expected: int | None, depth: int) -> Generator[bytes, None, int]:
+    if depth > MAX_DEPTH:
+        raise IntegrityError(f"UnixFS DAG deeper than {MAX_DEPTH} levels at {cid}")
+    block = get_block(cid)
+    cid.verify(block)
+    if cid.codec == RAW:
+        if expected is not None and len(block) != expected:
+            raise IntegrityError(f"raw leaf {cid} holds {len(block)} bytes, parent says {expected}")
+        if block:
+            yield block
+        return len(block)
+    if cid.codec != DAG_PB:
+        raise InputValidationError(f"cannot export codec 0x{cid.codec:x} ({cid}) as a UnixFS file")
+    try:
+        links, data = decode_node(block)
+        if data is None:
+            raise FormatError("dag-pb node without UnixFS data")
+        node = decode_data(data)
+    except FormatError as exc:
+        raise IntegrityError(f"malformed UnixFS node {cid}: {exc}") from None
+    if node.type not in (T_FILE, T_RAW):
+        name = TYPE_NAMES.get(node.type, f"type {node.type}")
+        raise InputValidationError(f"{cid} is a UnixFS {name}, not a file")
+    if len(links) != len(node.blocksizes):
+        raise IntegrityError(f"{cid} has {len(links)} links but {len(node.blocksizes)} blocksizes")
+    own = len(node.data) if node.data is not None else 0
+    claimed = own + sum(node.blocksizes)
+    if node.filesize is not None and node.filesize != claimed:
+        raise IntegrityError(f"{cid} claims filesize {node.filesize}, its parts hold {claimed}")
+    if expected is not None and claimed != expected:
+        raise IntegrityError(f"{cid} holds {claimed} bytes, parent says {expected}")
+    if own:
+        yield bytes(node.data)
+    for link, size in zip(links, node.blocksizes):
+        yield from _walk(link.cid, get_block, size, depth + 1)
+    return claimed
