@@ -6,7 +6,7 @@ import importlib
 import typer
 
 # Modules are imported lazily by name so that one area's import error names itself.
-_MODULES = ("api.cli.devnet", "api.cli.vault_cmds")
+_MODULES = ("api.cli.devnet", "api.cli.vault_cmds", "api.cli.org", "api.cli.serve")
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,50 @@
+"""`twinledger serve --org NAME`: run an organisation's node (uvicorn on create_app).
+
+Settings come from TWINLEDGER_* variables; the flags here override them. The keystore
+passphrase is read from $TWINLEDGER_PASSPHRASE (or TWINLEDGER_PASSPHRASE_ENV names
+another variable, or TWINLEDGER_PASSPHRASE_FILE a file). Without TWINLEDGER_RPC_URL or
+--rpc the node talks to the local devnet of its home.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from api.cli.org import HomeOpt, cli_errors, default_rpc, home_dir
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+@cli_errors
+def serve(
+    org: Annotated[str | None, typer.Option("--org", envvar="TWINLEDGER_ORG", help="Organisation to serve")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="HTTP port [default: 8700]", show_default=False)] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Bind address [default: 127.0.0.1]",
+                                             show_default=False)] = None,
+    rpc: Annotated[str | None, typer.Option("--rpc", metavar="URL", help="EVM JSON-RPC URL",
+                                            show_default=False)] = None,
+    home: HomeOpt = None,
+) -> None:
+    """Run the organisation's node until interrupted."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.settings import load_settings
+
+    if org is None:
+        raise typer.BadParameter("--org NAME is required (or set TWINLEDGER_ORG)")
+    base = home_dir(home) if home is not None else None
+    if rpc is None and "TWINLEDGER_RPC_URL" not in os.environ:
+        rpc = default_rpc(base or Path(os.environ.get("TWINLEDGER_HOME") or "~/.twinledger").expanduser())
+    settings = load_settings(org=org, port=port, host=host, rpc_url=rpc, home=base)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    app = create_app(settings)
+    typer.echo(f"serving {settings.org} on http://{settings.host}:{settings.port} (chain {settings.rpc_url})",
+               err=True)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)

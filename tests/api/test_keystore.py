@@ -1,0 +1,157 @@
+"""Org keys at rest (api/keystore.py) and the `twinledger org` / `serve` commands."""
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from api.errors import KeystoreError, OrgExistsError, OrgNotFoundError, WrongPassphraseError
+from api.keystore import (
+    IDENTITY_FILE,
+    INSECURE_FAST_SCRYPT_N,
+    KEYSTORE_FILE,
+    STANDARD_SCRYPT_N,
+    init_org,
+    load_org_keys,
+    load_org_public,
+)
+from twinledger.cli import app as cli
+
+PASS = "correct horse battery staple"
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_round_trip_and_file_modes(tmp_path):
+    public = init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    directory = tmp_path / "orgs" / "acme"
+    assert _mode(directory) == 0o700
+    assert _mode(directory / KEYSTORE_FILE) == 0o600
+    assert _mode(directory / IDENTITY_FILE) == 0o600
+    keys = load_org_keys(tmp_path, "acme", PASS)
+    assert keys.address == public.address
+    assert keys.recipient == public.age_recipient
+    assert load_org_public(tmp_path, "acme") == public
+    keystore = json.loads((directory / KEYSTORE_FILE).read_text())
+    assert keystore["version"] == 3 and keystore["crypto"]["kdf"] == "scrypt"
+    assert keystore["crypto"]["kdfparams"]["n"] == INSECURE_FAST_SCRYPT_N
+    lines = (directory / IDENTITY_FILE).read_text().splitlines()
+    assert lines[0].startswith("# created: ") and lines[1] == f"# public key: {public.age_recipient}"
+    assert lines[2] == str(keys.identity)
+    assert not list((tmp_path / "orgs").glob(".*"))  # no staging directory left behind
+
+
+def test_standard_kdf_is_the_default(tmp_path):
+    init_org(tmp_path, "acme", PASS)
+    keystore = json.loads((tmp_path / "orgs" / "acme" / KEYSTORE_FILE).read_text())
+    assert keystore["crypto"]["kdfparams"]["n"] == STANDARD_SCRYPT_N
+
+
+def test_wrong_passphrase(tmp_path):
+    init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    with pytest.raises(WrongPassphraseError) as info:
+        load_org_keys(tmp_path, "acme", "wrong")
+    assert PASS not in str(info.value) and "wrong" not in str(info.value).replace("wrong passphrase", "")
+
+
+def test_refuses_to_overwrite_and_names(tmp_path):
+    first = init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    with pytest.raises(OrgExistsError):
+        init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    assert load_org_public(tmp_path, "acme") == first  # untouched
+    with pytest.raises(OrgNotFoundError):
+        load_org_keys(tmp_path, "nobody", PASS)
+    for bad in ("../evil", "a/b", ".hidden", "", "x" * 65):
+        with pytest.raises(KeystoreError):
+            init_org(tmp_path, bad, PASS, insecure_fast_kdf=True)
+    with pytest.raises(KeystoreError):
+        init_org(tmp_path, "empty-pass", "", insecure_fast_kdf=True)
+
+
+def test_secrets_not_in_repr(tmp_path):
+    init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    keys = load_org_keys(tmp_path, "acme", PASS)
+    text = repr(keys) + str(keys)
+    assert keys.account.key.hex() not in text
+    assert str(keys.identity) not in text and str(keys.identity).lower() not in text
+    assert keys.address in text
+
+
+def test_identity_readable_by_others_is_refused(tmp_path):
+    init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    path = tmp_path / "orgs" / "acme" / IDENTITY_FILE
+    os.chmod(path, 0o644)
+    with pytest.raises(KeystoreError, match="chmod 600"):
+        load_org_keys(tmp_path, "acme", PASS)
+
+
+def test_mismatched_keys_are_refused(tmp_path):
+    init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    init_org(tmp_path, "other", PASS, insecure_fast_kdf=True)
+    os.replace(tmp_path / "orgs" / "other" / IDENTITY_FILE, tmp_path / "orgs" / "acme" / IDENTITY_FILE)
+    with pytest.raises(KeystoreError, match="do not match"):
+        load_org_keys(tmp_path, "acme", PASS)
+
+
+def test_age_cli_decrypts_with_the_identity_file(tmp_path):
+    public = init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    sealed = subprocess.run(["age", "-e", "-r", public.age_recipient], input=b"twin", capture_output=True,
+                            check=True).stdout
+    opened = subprocess.run(["age", "-d", "-i", str(tmp_path / "orgs" / "acme" / IDENTITY_FILE)], input=sealed,
+                            capture_output=True, check=True).stdout
+    assert opened == b"twin"
+
+
+# -- CLI ---------------------------------------------------------------------------------
+
+
+def _run(*args, env=None):
+    return CliRunner().invoke(cli, list(args), env={"TWINLEDGER_PASSPHRASE": PASS, **(env or {})})
+
+
+def test_cli_init_and_show(tmp_path):
+    result = _run("org", "init", "acme", "--home", str(tmp_path), "--insecure-fast-kdf")
+    assert result.exit_code == 0, result.output
+    public = load_org_public(tmp_path, "acme")
+    assert public.address in result.output and PASS not in result.output
+    shown = _run("org", "show", "acme", "--home", str(tmp_path), "--json")
+    assert json.loads(shown.stdout)["address"] == public.address
+    again = _run("org", "init", "acme", "--home", str(tmp_path), "--insecure-fast-kdf")
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_cli_init_passphrase_env_and_missing(tmp_path):
+    result = _run("org", "init", "acme", "--home", str(tmp_path), "--insecure-fast-kdf",
+                  "--passphrase-env", "MY_PASS", env={"MY_PASS": "other secret"})
+    assert result.exit_code == 0, result.output
+    load_org_keys(tmp_path, "acme", "other secret")
+    missing = _run("org", "init", "b", "--home", str(tmp_path), "--passphrase-env", "UNSET_VAR_X")
+    assert missing.exit_code == 1 and "UNSET_VAR_X" in missing.output
+
+
+def test_cli_register_on_devnet(tmp_path, anvil, deployment, admin_ledger):
+    deployment.save(tmp_path / "manifest.json")
+    assert _run("org", "init", "acme", "--home", str(tmp_path), "--insecure-fast-kdf").exit_code == 0
+    public = load_org_public(tmp_path, "acme")
+    args = ("org", "register", "acme", "--home", str(tmp_path), "--endpoint", "http://127.0.0.1:8799",
+            "--rpc", anvil.url, "--manifest", str(tmp_path / "manifest.json"))
+    result = _run(*args)
+    assert result.exit_code == 0, result.output
+    org = admin_ledger.get_org(public.address)
+    assert (org.name, org.age_recipient, org.endpoint, org.active) == ("acme", public.age_recipient,
+                                                                       "http://127.0.0.1:8799", True)
+    again = _run(*args)
+    assert again.exit_code == 1 and "ConsortiumOrgAlreadyRegistered" in again.output
+
+
+def test_cli_serve_reports_config_errors_in_one_line(tmp_path):
+    result = _run("serve", "--org", "nobody", "--home", str(tmp_path), "--rpc", "http://127.0.0.1:1")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("error:") and "nobody" in result.output
+    assert len(result.output.strip().splitlines()) == 1
