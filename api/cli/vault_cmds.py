@@ -1,0 +1,305 @@
+"""Vault commands of the `twinledger` CLI: keys, IPFS add/cat, CAR export/import.
+
+    twinledger keygen [-o FILE]                      new age identity (mode 0600), prints recipient
+    twinledger ipfs add [--only-hash] [--profile P] FILE|-    prints the CID (like `ipfs add -Q`)
+    twinledger ipfs cat CID                          file bytes to stdout
+    twinledger car export CID -o FILE                the DAG as a CARv1 file
+    twinledger car import FILE                       blocks into the store, prints the roots
+
+Content goes to the embedded blockstore under the home directory (`--home`, else
+$TWINLEDGER_HOME, else ~/.twinledger; blocks in <home>/blocks) or to a Kubo daemon with
+`--kubo URL`. Errors print one line on stderr and exit 1; progress bars appear on stderr
+only when it is a terminal.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, BinaryIO, TypeVar
+
+import typer
+
+from vault.errors import VaultError
+
+F = TypeVar("F", bound=Callable[..., Any])
+_PROGRESS_MIN = 8 << 20  # show a bar only for files at least this large
+_READ = 1 << 20
+
+HomeOpt = Annotated[
+    Path | None,
+    typer.Option("--home", envvar="TWINLEDGER_HOME", help="Node home directory [default: ~/.twinledger]",
+                 show_default=False),
+]
+KuboOpt = Annotated[
+    str | None, typer.Option("--kubo", metavar="URL", help="Use a Kubo RPC API instead of the embedded store")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object instead of plain text")]
+
+ipfs_app = typer.Typer(help="Add and read content-addressed files (UnixFS, Kubo-compatible CIDs).",
+                       no_args_is_help=True)
+car_app = typer.Typer(help="Move content to and from any IPFS node as CARv1 archives.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("keygen")(keygen)
+    app.add_typer(ipfs_app, name="ipfs")
+    app.add_typer(car_app, name="car")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _cli_errors(fn: F) -> F:
+    """Turn domain and OS errors into one line on stderr and exit status 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except VaultError as exc:
+            raise _fail(str(exc)) from None
+        except OSError as exc:
+            where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
+            raise _fail(f"{exc.strerror or exc}{where}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _home(home: Path | None) -> Path:
+    return (home or Path.home() / ".twinledger").expanduser()
+
+
+def _store(home: Path | None):
+    from vault.blockstore import FilesystemBlockstore
+
+    # verify_writes=False: every block put here was just hashed by the importer or read_car.
+    return FilesystemBlockstore(_home(home), verify_writes=False)
+
+
+def _kubo(url: str):
+    from vault.kubo import KuboClient
+
+    return KuboClient(url)
+
+
+def _cid(text: str):
+    from vault.cid import CID
+
+    return CID.decode(text)
+
+
+def _echo_json(obj: dict[str, Any]) -> None:
+    typer.echo(json.dumps(obj, sort_keys=True))
+
+
+@contextlib.contextmanager
+def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
+    """A Rich bar on stderr for large inputs when stderr is a terminal; else None."""
+    if not sys.stderr.isatty() or (total is not None and total < _PROGRESS_MIN):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _pieces(src: BinaryIO, advance: Callable[[int], None] | None) -> Iterator[bytes]:
+    while piece := src.read(_READ):
+        if advance is not None:
+            advance(len(piece))
+        yield piece
+
+
+@contextlib.contextmanager
+def _open_input(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    if path == "-":
+        yield sys.stdin.buffer, None
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise _fail(f"{path} is a directory (only files can be added)")
+    with open(p, "rb") as fh:
+        yield fh, os.fstat(fh.fileno()).st_size
+
+
+# -- keygen -------------------------------------------------------------------------------
+
+
+@_cli_errors
+def keygen(
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Identity file [default: <home>/identity.key]",
+                                                show_default=False)] = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Generate an age X25519 identity, write it (mode 0600) and print its recipient."""
+    from vault.age import X25519Identity
+
+    path = output or _home(home) / "identity.key"
+    identity = X25519Identity.generate()
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    text = f"# created: {created}\n# public key: {identity.recipient}\n{identity}\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise _fail(f"{path} already exists; refusing to overwrite an identity") from None
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(path, 0o600)  # whatever the umask
+    if as_json:
+        _echo_json({"recipient": str(identity.recipient), "path": str(path)})
+    else:
+        typer.echo(str(identity.recipient))
+
+
+# -- ipfs ---------------------------------------------------------------------------------
+
+
+@ipfs_app.command("add")
+@_cli_errors
+def ipfs_add(
+    file: Annotated[str, typer.Argument(help="File to add, or - for standard input")],
+    only_hash: Annotated[bool, typer.Option("--only-hash", "-n", help="Only compute the CID; store nothing")] = False,
+    profile: Annotated[str, typer.Option("--profile", help="Import profile: v0, v1, unixfs-v1-2025")] = (
+        "unixfs-v1-2025"),
+    home: HomeOpt = None,
+    kubo: KuboOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import FILE as UnixFS (CIDs equal Kubo's for the profile), pin it, print its CID."""
+    from vault.unixfs import Importer
+
+    with _open_input(file) as (src, size), _progress(size, "adding") as advance:
+        if kubo:
+            with _kubo(kubo) as client:
+                cid = client.add(_pieces(src, advance), profile=profile, only_hash=only_hash,
+                                 filename=Path(file).name if file != "-" else "stdin")
+        elif only_hash:
+            importer = Importer(profile, None)
+            for piece in _pieces(src, advance):
+                importer.write(piece)
+            cid = str(importer.finish())
+        else:
+            Importer(profile, None)  # validate the profile before creating a store
+            store = _store(home)
+            with store.batch():
+                importer = Importer(profile, store.put)
+                for piece in _pieces(src, advance):
+                    importer.write(piece)
+                root = importer.finish()
+            store.pin(root)
+            cid = str(root)
+    if as_json:
+        _echo_json({"cid": cid, "profile": profile, "stored": not only_hash})
+    else:
+        typer.echo(cid)
+
+
+@ipfs_app.command("cat")
+@_cli_errors
+def ipfs_cat(
+    cid: Annotated[str, typer.Argument(help="CID of a UnixFS file")],
+    home: HomeOpt = None,
+    kubo: KuboOpt = None,
+) -> None:
+    """Write the file stored under CID to standard output (every block verified)."""
+    from vault.unixfs import export
+
+    root = _cid(cid)
+    out = sys.stdout.buffer
+    if kubo:
+        with _kubo(kubo) as client:
+            for piece in export(root, client.block_get):  # online: Kubo may fetch; we verify
+                out.write(piece)
+    else:
+        for piece in export(root, _store(home).get):
+            out.write(piece)
+    out.flush()
+
+
+# -- car ----------------------------------------------------------------------------------
+
+
+@car_app.command("export")
+@_cli_errors
+def car_export(
+    cid: Annotated[str, typer.Argument(help="Root CID of the DAG to export")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CAR file to write")],
+    home: HomeOpt = None,
+    kubo: KuboOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed)."""
+    from vault.car import export_car
+
+    root = _cid(cid)
+    output = output.expanduser()
+    tmp = output.with_name(f".{output.name}.part")
+    blocks = None
+    try:
+        with open(tmp, "wb") as fh:
+            if kubo:
+                with _kubo(kubo) as client:
+                    for piece in client.dag_export(root):
+                        fh.write(piece)
+            else:
+                blocks = export_car(_store(home), root, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    if as_json:
+        _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
+
+
+@car_app.command("import")
+@_cli_errors
+def car_import(
+    file: Annotated[Path, typer.Argument(help="CARv1 file to import")],
+    pin: Annotated[bool, typer.Option("--pin/--no-pin", help="Pin the roots (their DAGs must be complete)")] = True,
+    home: HomeOpt = None,
+    kubo: KuboOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Import every block of a CAR file (all verified, all or nothing) and print its roots."""
+    from vault.car import import_car
+
+    with open(file, "rb") as fh:
+        if kubo:
+            with _kubo(kubo) as client:
+                result = client.dag_import(fh, pin_roots=pin)
+            failed = [f"{r.cid}: {r.pin_error}" for r in result.roots if r.pin_error]
+            if failed:
+                raise _fail("could not pin " + "; ".join(failed))
+            roots = [r.cid for r in result.roots]
+        else:
+            store = _store(home)
+            with store.batch():
+                cids = import_car(store, fh)
+            if pin:
+                for root in cids:
+                    store.pin(root)
+            roots = [str(c) for c in cids]
+    if as_json:
+        _echo_json({"roots": roots, "pinned": pin})
+    else:
+        for root in roots:
+            typer.echo(root)

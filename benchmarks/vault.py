@@ -1,0 +1,219 @@
+"""Vault throughput and memory, compared with the `age` command-line tool in the same run.
+
+Prints ONE JSON line:
+  - seal (age-encrypt + commitment + UnixFS import + store blocks + fsync + pin) and open
+    (fetch + verify blocks + decrypt + commitment check + write + fsync + rename)
+    throughput on a random file of --size-mib (default 256 MiB), in MB/s (10^6 bytes/s);
+  - the same file through `age -e` / `age -d` (same recipient, output to a file in the
+    same temp directory, i.e. the same disk), and the ratios ours/age (target >= 1.0);
+  - peak RSS of seal and of open on a --rss-size-mib file (default 1 GiB), each in a fresh
+    subprocess (its own VmHWM), plus the RSS of a child that only
+    imports the vault (target <= 100 MiB).
+Timings are the median of --repeat runs, alternating ours and age's so that noise from a
+shared machine hits both; CPU seconds (all threads / the age child) and the load average
+are reported too, since wall time on a loaded machine says little. Targets are reported,
+not asserted.
+
+    .venv/bin/python benchmarks/vault.py [--size-mib 256] [--rss-size-mib 1024] [--repeat 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+MIB = 1 << 20
+
+
+def _random_file(path: Path, size_mib: int) -> None:
+    with open(path, "wb") as fh:
+        for _ in range(size_mib):
+            fh.write(os.urandom(MIB))
+
+
+def _identity(workdir: Path):
+    from vault.age import X25519Identity
+
+    identity = X25519Identity.generate()
+    key = workdir / "identity.key"
+    key.write_text(f"{identity}\n")
+    key.chmod(0o600)
+    return identity, key
+
+
+def _timed(fn, cpu: list[float]) -> float:
+    """Wall seconds of fn(); appends its CPU seconds (this process's threads + children) to cpu."""
+    def used() -> float:
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    start, cpu0 = time.perf_counter(), used()
+    fn()
+    wall = time.perf_counter() - start
+    cpu.append(used() - cpu0)
+    return wall
+
+
+def _run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def _throughput(size_mib: int, repeat: int, workdir: Path) -> dict:
+    from vault.blockstore import FilesystemBlockstore
+    from vault.vault import Vault
+
+    age = shutil.which("age")
+    if age is None:
+        raise SystemExit("the `age` tool is required (Debian package age)")
+    src = workdir / "plain.bin"
+    _random_file(src, size_mib)
+    identity, key = _identity(workdir)
+    times: dict[str, list[float]] = {"seal": [], "open": [], "age_e": [], "age_d": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
+    profile = None
+    for n in range(repeat):
+        enc, dec = workdir / "age.out", workdir / "age.plain"
+        times["age_e"].append(_timed(lambda: _run([age, "-e", "-r", str(identity.recipient), "-o", str(enc), str(src)]),
+                                     cpu["age_e"]))
+        times["age_d"].append(_timed(lambda: _run([age, "-d", "-i", str(key), "-o", str(dec), str(enc)]), cpu["age_d"]))
+        enc.unlink()
+        dec.unlink()
+        store_dir, out = workdir / f"store{n}", workdir / "opened.bin"
+        vault = Vault(FilesystemBlockstore(store_dir, verify_writes=False), identity)
+        sealed = None
+
+        def seal() -> None:
+            nonlocal sealed
+            sealed = vault.seal(src)
+
+        times["seal"].append(_timed(seal, cpu["seal"]))
+        assert sealed is not None
+        profile = sealed.profile
+        times["open"].append(_timed(lambda: vault.open(sealed.cid, None, identity, out, commitment=sealed.commitment),
+                                    cpu["open"]))
+        if n == 0 and out.stat().st_size != src.stat().st_size:
+            raise SystemExit("open produced a file of the wrong size")
+        out.unlink()
+        shutil.rmtree(store_dir)
+    src.unlink()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    size = size_mib * MIB
+
+    def mbs(seconds: float) -> float:
+        return round(size / seconds / 1e6, 1)
+
+    return {
+        "file_mib": size_mib,
+        "profile": profile,
+        "repeats": repeat,
+        "seal_mb_per_s": mbs(med["seal"]),
+        "open_mb_per_s": mbs(med["open"]),
+        "age_encrypt_mb_per_s": mbs(med["age_e"]),
+        "age_decrypt_mb_per_s": mbs(med["age_d"]),
+        "seal_ratio_vs_age": round(med["age_e"] / med["seal"], 2),
+        "open_ratio_vs_age": round(med["age_d"] / med["open"], 2),
+        "wall_seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+        "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
+        "seal_cpu_ratio_vs_age": round(statistics.median(cpu["age_e"]) / statistics.median(cpu["seal"]), 2),
+        "open_cpu_ratio_vs_age": round(statistics.median(cpu["age_d"]) / statistics.median(cpu["open"]), 2),
+    }
+
+
+def _child_peak_rss_mib(args: list[str]) -> tuple[float, dict]:
+    """Run this script with `args` in a fresh interpreter; its peak RSS (MiB) and result.
+
+    The child reports VmHWM from /proc/self/status: exec starts a new address space, so
+    this is the high-water mark of the child alone (rusage of a forked child can carry
+    the parent's RSS from before exec)."""
+    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {args[0]} failed: {proc.stderr.strip()[-500:]}")
+    doc = json.loads(proc.stdout)
+    return round(doc.pop("vmhwm_kib") / 1024, 1), doc
+
+
+def _vmhwm_kib() -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def _memory(size_mib: int, workdir: Path) -> dict:
+    src = workdir / "big.bin"
+    _random_file(src, size_mib)
+    _, key = _identity(workdir)
+    store = workdir / "rss-store"
+    base, _ = _child_peak_rss_mib(["imports"])
+    seal_rss, sealed = _child_peak_rss_mib(["seal", str(key), str(store), str(src)])
+    src.unlink()
+    open_rss, _ = _child_peak_rss_mib(["open", str(key), str(store), sealed["cid"],
+                                       sealed["commitment"], str(workdir / "big.out")])
+    if (workdir / "big.out").stat().st_size != size_mib * MIB:
+        raise SystemExit("open produced a file of the wrong size")
+    return {"rss_file_mib": size_mib, "seal_peak_rss_mib": seal_rss, "open_peak_rss_mib": open_rss,
+            "imports_only_rss_mib": base}
+
+
+def _child(argv: list[str]) -> None:
+    from vault.age import X25519Identity
+    from vault.blockstore import FilesystemBlockstore
+    from vault.vault import Vault
+
+    what = argv[0]
+    result: dict = {}
+    if what != "imports":
+        identity = X25519Identity.parse(Path(argv[1]).read_text().strip())
+        vault = Vault(FilesystemBlockstore(Path(argv[2]), verify_writes=False), identity)
+        if what == "seal":
+            sealed = vault.seal(Path(argv[3]))
+            result = {"cid": sealed.cid, "commitment": sealed.commitment.hex()}
+        elif what == "open":
+            vault.open(argv[3], None, identity, Path(argv[5]), commitment=bytes.fromhex(argv[4]))
+    print(json.dumps({**result, "vmhwm_kib": _vmhwm_kib()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="throughput file size (MiB)")
+    parser.add_argument("--rss-size-mib", type=int, default=1024, help="peak-RSS file size (MiB)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to put temp files (default: system temp)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args.child)
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="twinledger-bench-vault-", dir=args.dir))
+    try:
+        result = {"benchmark": "vault", "cpus": os.cpu_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
+        result |= _throughput(args.size_mib, max(1, args.repeat), workdir)
+        result["loadavg_1m_after_throughput"] = round(os.getloadavg()[0], 2)
+        result |= _memory(args.rss_size_mib, workdir)
+        version = subprocess.run(["age", "--version"], capture_output=True, text=True).stdout.strip()
+        result["reference"] = f"age {version} ({shutil.which('age')}), same file, same recipient, same disk"
+        result["notes"] = ("seal and open fsync their output (blocks, pins, the opened file); "
+                           "age -e/-d do not")
+        result["targets"] = {"seal_ratio_vs_age": ">= 1.0", "open_ratio_vs_age": ">= 1.0", "peak_rss_mib": "<= 100"}
+        print(json.dumps(result, sort_keys=True))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

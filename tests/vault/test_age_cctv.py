@@ -1,0 +1,115 @@
+"""Every C2SP CCTV age vector in ../shared/testdata/age, read from there, outcome asserted
+exactly. Vectors needing armor, scrypt or post-quantum keys are skipped, feature named."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+
+from tests.conftest import shared_testdata_dir
+from tests.vault.age_vectors import AgeVector, load_vector, vector_expectation, vector_names
+from vault.age import Decryptor, X25519Identity, read_header
+from vault.age import _format, _stream
+from vault.errors import (
+    DecryptionError,
+    HeaderError,
+    HeaderMACError,
+    NoIdentityMatchError,
+    PayloadError,
+)
+
+_DIR = shared_testdata_dir() / "age"
+# Names are listed at collection time (the fixture cannot parametrize); every test then
+# reads its vector through the `shared_testdata` fixture.
+_NAMES = vector_names(_DIR) if _DIR.is_dir() else ["<missing vector directory>"]
+_EXPECT = {n: vector_expectation(_DIR / n) for n in _NAMES} if _DIR.is_dir() else {}
+_PARSEABLE = [n for n in _NAMES if _EXPECT.get(n) not in ("header failure", "armor failure")]
+_SUCCESS = [n for n in _NAMES if _EXPECT.get(n) == "success"]
+
+EXPECTED_ERROR = {
+    "no match": NoIdentityMatchError,
+    "HMAC failure": HeaderMACError,
+    "header failure": HeaderError,
+    "payload failure": PayloadError,
+}
+
+
+@pytest.fixture
+def vector(request, shared_testdata) -> AgeVector:
+    v = load_vector(shared_testdata / "age" / request.param)
+    if v.unsupported_feature:
+        pytest.skip(f"not implemented: {v.unsupported_feature}")
+    return v
+
+
+def _open(v: AgeVector) -> tuple[Exception | None, str, bool]:
+    """(error or None, sha256 of every plaintext byte released, header accepted?)."""
+    identities = [X25519Identity.parse(i) for i in v.identities]
+    released = hashlib.sha256()
+    header_ok = False
+    try:
+        dec = Decryptor(io.BytesIO(v.data), identities)
+        header_ok = True
+        for chunk in dec:
+            released.update(chunk)
+    except (DecryptionError, NoIdentityMatchError) as exc:
+        return exc, released.hexdigest(), header_ok
+    return None, released.hexdigest(), header_ok
+
+
+@pytest.mark.parametrize("vector", _NAMES, indirect=True)
+def test_vector_outcome(vector: AgeVector) -> None:
+    error, released, header_ok = _open(vector)
+    if vector.expect == "success":
+        assert error is None, f"{vector.name}: unexpected {error!r}"
+        assert released == vector.payload_sha256
+        return
+    expected = EXPECTED_ERROR[vector.expect]
+    assert type(error) is expected, f"{vector.name}: expected {expected.__name__}, got {error!r}"
+    if vector.expect == "payload failure":
+        assert header_ok
+        assert released == vector.payload_sha256, "plaintext released before the failure differs"
+
+
+@pytest.mark.parametrize("vector", _PARSEABLE, indirect=True)
+def test_vector_header_round_trip(vector: AgeVector) -> None:
+    """Every header that parses re-encodes to exactly the bytes it was read from."""
+    src = io.BytesIO(vector.data)
+    raw = read_header(src)
+    header = _format.parse(raw)
+    assert header.encode() == raw
+    assert _format.encode_without_mac(header.stanzas) == header.mac_input
+    assert src.tell() == len(raw)
+
+
+@pytest.mark.parametrize("vector", _SUCCESS, indirect=True)
+def test_vector_stream_round_trip(vector: AgeVector) -> None:
+    """Re-sealing a success vector's plaintext under its file key and nonce reproduces its
+    payload byte for byte (STREAM encryption is deterministic given key and nonce)."""
+    src = io.BytesIO(vector.data)
+    dec = Decryptor(src, [X25519Identity.parse(i) for i in vector.identities])
+    assert dec.file_key == vector.file_key
+    plaintext = b"".join(dec)
+    payload = vector.data[len(dec.header_bytes) :]
+    nonce = payload[: _stream.NONCE_SIZE]
+    assert b"".join(_stream.seal(dec.file_key, [plaintext], nonce=nonce)) == payload
+
+
+def test_scrypt_stanza_must_be_alone(shared_testdata) -> None:
+    """scrypt_and_x25519 is skipped above (it carries a passphrase), but its expected
+    header failure needs no scrypt support: the stanza-count rule is enforced here."""
+    v = load_vector(shared_testdata / "age" / "scrypt_and_x25519")
+    assert v.expect == "header failure"
+    with pytest.raises(HeaderError, match="scrypt"):
+        Decryptor(io.BytesIO(v.data), [X25519Identity.parse(i) for i in v.identities])
+
+
+def test_every_implemented_expectation_is_exercised(shared_testdata) -> None:
+    """Guards against the skip rule swallowing whole outcome classes."""
+    seen = set()
+    for name in vector_names(shared_testdata / "age"):
+        v = load_vector(shared_testdata / "age" / name)
+        if not v.unsupported_feature:
+            seen.add(v.expect)
+    assert seen == {"success", "no match", "HMAC failure", "header failure", "payload failure"}

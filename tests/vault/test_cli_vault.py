@@ -1,0 +1,192 @@
+"""The vault commands of the `twinledger` CLI, through Typer's CliRunner on the real root app."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twinledger.cli import app
+from vault.age import X25519Identity
+from vault.blockstore import FilesystemBlockstore
+from vault.car import read_car, write_car
+from vault.cid import CID
+from vault.unixfs import import_bytes
+
+HELLO_V1 = "bafkreifzjut3te2nhyekklss27nh3k72ysco7y32koao5eei66wof36n5e"
+HELLO_V0 = "Qmf412jQZiuVUtdgnB36FXFX7xg5V6KEbSJ4dpQuhkLyfD"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("TWINLEDGER_HOME", str(path))
+    return path
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner()
+
+    def invoke(*args: str, input: bytes | None = None):
+        return runner.invoke(app, list(args), input=input, catch_exceptions=False)
+
+    return invoke
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+# -- ipfs add / cat -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("profile", "cid"), [("v1", HELLO_V1), ("v0", HELLO_V0)])
+def test_add_only_hash_prints_kubos_cid_and_stores_nothing(tmp_path, home, run, profile, cid) -> None:
+    result = run("ipfs", "add", "--only-hash", "--profile", profile, str(write(tmp_path, "hw", b"hello world")))
+    assert result.exit_code == 0, result.output
+    assert result.stdout == cid + "\n"
+    assert not home.exists()
+
+
+def test_add_stores_pins_and_cat_reads_back(tmp_path, home, run) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    result = run("ipfs", "add", "--json", str(write(tmp_path, "f", data)))
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc == {"cid": str(import_bytes(data)), "profile": "unixfs-v1-2025", "stored": True}
+    store = FilesystemBlockstore(home)
+    assert CID.decode(doc["cid"]) in store.pins()
+    assert (home / "blocks").is_dir()
+    cat = run("ipfs", "cat", doc["cid"])
+    assert cat.exit_code == 0 and cat.stdout_bytes == data
+
+
+def test_add_reads_standard_input_and_honours_home_option(tmp_path, run) -> None:
+    other = tmp_path / "other-home"
+    result = run("ipfs", "add", "--home", str(other), "--profile", "v1", "-", input=b"hello world")
+    assert result.stdout == HELLO_V1 + "\n"
+    assert CID.decode(HELLO_V1) in FilesystemBlockstore(other).pins()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ipfs", "add", "/nonexistent/file"), "No such file or directory: /nonexistent/file"),
+        (("ipfs", "add", "--profile", "v7", "-"), "unknown import profile 'v7'"),
+        (("ipfs", "cat", "zb2rhe5P4gXftAwvA4eXQ5HJwsER2owDyS9sKaQRRVQPn93bA"), "unsupported multibase 'z'"),
+        (("ipfs", "cat", HELLO_V1), "is not in the store"),
+        (("car", "import", "/nonexistent.car"), "No such file or directory"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(home, run, args, message) -> None:
+    result = run(*args, input=b"")
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("args", [("ipfs", "add", "-"), ("ipfs", "cat", HELLO_V1), ("car", "import", "-")])
+def test_an_unreachable_kubo_is_one_clear_error(tmp_path, home, run, args) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if args[-1] == "-" and args[0] == "car":
+        args = (*args[:-1], str(write(tmp_path, "x.car", b"not read")))
+    result = run(*args[:2], "--kubo", f"http://127.0.0.1:{port}", *args[2:], input=b"data")
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: Kubo RPC at http://127.0.0.1:{port} is not reachable: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
+
+
+def test_add_of_a_directory_is_refused(tmp_path, home, run) -> None:
+    result = run("ipfs", "add", str(tmp_path))
+    assert result.exit_code == 1
+    assert "is a directory" in result.stderr
+
+
+# -- car ------------------------------------------------------------------------------
+
+
+def test_car_export_then_import_into_another_home(tmp_path, home, run) -> None:
+    data = os.urandom(2 * 1024 * 1024 + 1)
+    cid = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", data))).stdout.strip()
+    car = tmp_path / "out.car"
+    exported = run("car", "export", cid, "-o", str(car), "--json")
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["blocks"] == 10  # 9 leaves of 256 KiB + root
+    roots, blocks = read_car(io.BytesIO(car.read_bytes()))
+    assert [str(r) for r in roots] == [cid] and len(list(blocks)) == 10
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")] == []
+
+    other = tmp_path / "other"
+    imported = run("car", "import", "--home", str(other), str(car))
+    assert imported.exit_code == 0, imported.output
+    assert imported.stdout == cid + "\n"
+    assert CID.decode(cid) in FilesystemBlockstore(other).pins()
+    assert run("ipfs", "cat", "--home", str(other), cid).stdout_bytes == data
+
+
+def test_car_import_of_a_corrupt_car_fails_and_stores_nothing(tmp_path, home, run) -> None:
+    leaf = b"some leaf"
+    cid = CID.from_sha256(leaf)
+    buf = io.BytesIO()
+    write_car([cid], [(cid, b"other bytes")], buf)
+    result = run("car", "import", str(write(tmp_path, "bad.car", buf.getvalue())))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ")
+    assert list(FilesystemBlockstore(home).iter_cids()) == []
+
+
+def test_car_export_of_a_missing_root_leaves_no_file(tmp_path, home, run) -> None:
+    out = tmp_path / "x.car"
+    result = run("car", "export", HELLO_V1, "-o", str(out))
+    assert result.exit_code == 1 and "error: " in result.stderr
+    assert not out.exists() and not (tmp_path / ".x.car.part").exists()
+
+
+# -- keygen ---------------------------------------------------------------------------
+
+
+def test_keygen_writes_a_0600_identity_and_prints_its_recipient(tmp_path, home, run) -> None:
+    path = tmp_path / "keys" / "me.key"
+    result = run("keygen", "-o", str(path))
+    assert result.exit_code == 0, result.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    secret = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    identity = X25519Identity.parse(secret[0])
+    assert result.stdout == f"{identity.recipient}\n"
+    assert f"# public key: {identity.recipient}" in path.read_text()
+
+    again = run("keygen", "-o", str(path))
+    assert again.exit_code == 1 and "refusing to overwrite" in again.stderr
+    assert X25519Identity.parse(secret[0]) == X25519Identity.parse(
+        [ln for ln in path.read_text().splitlines() if not ln.startswith("#")][0])
+
+
+def test_keygen_defaults_to_the_home_directory_and_json(home, run) -> None:
+    result = run("keygen", "--json")
+    doc = json.loads(result.stdout)
+    assert doc["path"] == str(home / "identity.key")
+    assert doc["recipient"].startswith("age1")
+    assert stat.S_IMODE((home / "identity.key").stat().st_mode) == 0o600
+
+
+def test_keygen_file_is_an_identity_file_the_age_tool_accepts(tmp_path, home, run) -> None:
+    import shutil
+    import subprocess
+
+    age = shutil.which("age") or "/usr/bin/age"
+    path = tmp_path / "me.key"
+    recipient = run("keygen", "-o", str(path)).stdout.strip()
+    enc = subprocess.run([age, "-e", "-r", recipient], input=b"for me", capture_output=True, check=True).stdout
+    dec = subprocess.run([age, "-d", "-i", str(path)], input=enc, capture_output=True, check=True).stdout
+    assert dec == b"for me"

@@ -1,0 +1,57 @@
+"""age v1 encryption (age-encryption.org/v1) with X25519 recipients, streaming both ways.
+
+Files produced here open with any age implementation (`age -d`), and files from `age -e`
+open here. Not implemented: scrypt (passphrase) stanzas, ASCII armor, post-quantum
+hybrid (mlkem768x25519) recipients; such stanzas are skipped like any unknown type.
+
+Keys
+    X25519Identity.generate() / .parse("AGE-SECRET-KEY-1…")   secret key (repr hides it)
+    X25519Recipient.parse("age1…"); identity.recipient         public key
+    Bad encodings raise InvalidKeyError.
+
+Sealing
+    for piece in encrypt(chunks, [recipient, ...]):   # header, nonce, then 64 KiB chunks
+        out.write(piece)
+
+Opening
+    dec = Decryptor(src, [identity])   # reads + verifies header and nonce
+    for chunk in dec: ...              # verified plaintext, chunk by chunk
+    decrypt(src, [identity])           # the same, as one iterator
+
+Sharing by re-headering (the payload is never touched)
+    header = read_header(src)                          # src now at the payload
+    new_header = rewrap(header, [owner], [consumer])   # new stanzas + MAC
+    consumer file = new_header + payload
+
+Errors (vault.errors): HeaderError (header does not parse, or the nonce is missing),
+NoIdentityMatchError (no identity opens a stanza; `.reasons` says why per stanza),
+HeaderMACError (a stanza opened but the header MAC is wrong), PayloadError (a STREAM
+chunk is bad, truncated, reordered or followed by trailing data; raised after every
+chunk before it was yielded). The first three are raised by Decryptor(); PayloadError
+while iterating. All but NoIdentityMatchError derive from DecryptionError.
+
+HAZMAT: `Decryptor.file_key` and `unwrap_file_key()` expose the plaintext file key,
+needed only for the content commitment (vault.commitment). Whoever has it can read and
+forge the payload: never log, persist or transmit it.
+
+Wire formats are documented where they are encoded: _format.py (header), _x25519.py
+(stanza, keys), _stream.py (payload), _bech32.py (key encoding).
+"""
+from __future__ import annotations
+
+from ._age import Decryptor, decrypt, encrypt, read_header, rewrap, unwrap_file_key
+from ._stream import CHUNK_SIZE
+from ._x25519 import FILE_KEY_SIZE, X25519Identity, X25519Recipient
+
+__all__ = [
+    "CHUNK_SIZE",
+    "FILE_KEY_SIZE",
+    "Decryptor",
+    "X25519Identity",
+    "X25519Recipient",
+    "decrypt",
+    "encrypt",
+    "read_header",
+    "rewrap",
+    "unwrap_file_key",
+]
