@@ -5,8 +5,11 @@
 
 `create_app` builds everything the routes need once — settings, database engine,
 LedgerClient (rpc_url + manifest + the org's account), the vault over the configured block
-store, the request authenticator — and keeps it in `app.state.node` (a NodeContext) for
-the dependencies in api/deps.py. It does not talk to the chain: a node starts while the
+store, the request authenticator, the event indexer, the audit log and its anchorer — in
+one `api.node.Node` (alias NodeContext) kept in `app.state.node` for the dependencies in
+api/deps.py and the use cases in api/usecases/. Installed node extensions (entry point
+group `twinledger.node_extensions`, e.g. the compute-to-data job router) are installed
+last with `install(app, node)`. It does not talk to the chain: a node starts while the
 chain is down and reports it in /readyz.
 
 Background work (event indexer, audit anchoring, nonce pruning) runs as named loops in a
@@ -17,12 +20,13 @@ and registering loops) or `create_app(loop_factories=...)`.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,9 @@ from web3 import Web3
 
 from api.auth import Eip712Domain, LedgerOrgDirectory, NonceStore, OrgDirectory, RequestAuthenticator
 from api.errors import ConfigError
-from api.http_errors import problem_response, register_exception_handlers
+from api.http_errors import problem_response, reason_code, register_exception_handlers
 from api.keystore import OrgKeys, load_org_keys
+from api.node import Node, anchoring_loop, attach_ledger_services, indexer_loop
 from api.routers.health import Metrics, MetricsMiddleware, ReadyCheck
 from api.settings import NodeSettings, load_settings
 from ledger import deployment as deployment_mod
@@ -45,6 +50,7 @@ from ledger.client import LedgerClient
 from ledger.db import make_engine
 from ledger.deployment import Deployment
 from ledger.errors import DeploymentError
+from ledger.indexer import Indexer
 from vault.blockstore import BlockStore, FilesystemBlockstore
 from vault.kubo import KuboClient
 from vault.vault import Vault
@@ -221,39 +227,39 @@ class BodySizeLimit:
 # -- node context and factory ------------------------------------------------------------
 
 
-@dataclass
-class NodeContext:
-    """Everything a request handler may need, built once per app."""
-
-    settings: NodeSettings
-    keys: OrgKeys
-    deployment: Deployment
-    domain: Eip712Domain
-    ledger: LedgerClient
-    engine: Engine
-    org_directory: OrgDirectory
-    authenticator: RequestAuthenticator
-    blockstore: BlockStore
-    vault: Vault
-    loops: BackgroundLoops
-    metrics: Metrics
-    clock: Callable[[], float] = time.time
-    ready_checks: dict[str, ReadyCheck] = field(default_factory=dict)
-    extras: dict[str, Any] = field(default_factory=dict)  # use cases park their singletons here
-
-    @property
-    def address(self) -> str:
-        """This node's org address."""
-        return self.keys.address
-
+# The node object lives in api/node.py (no FastAPI there, so use cases can import it);
+# NodeContext is its historical name here.
+NodeContext = Node
 
 LoopFactory = Callable[[NodeContext], None]
 
-# Loops every node runs; owners of the indexer and audit anchoring add theirs here.
+# Loops every node runs: nonce pruning, the event indexer, audit anchoring.
 LOOP_FACTORIES: tuple[LoopFactory, ...] = (
     lambda node: node.loops.add("nonce-pruning", node.authenticator.prune_nonces,
                                 interval=max(60.0, float(node.settings.request_max_age))),
+    indexer_loop,
+    anchoring_loop,
 )
+
+EXTENSION_GROUP = "twinledger.node_extensions"
+Extension = Any  # an object with install(app, node), or a callable (app, node) -> None
+
+
+def load_extensions() -> list[Extension]:
+    """The installed node extensions (entry points of group twinledger.node_extensions),
+    in name order; each resolves to an object with `install(app, node)` or a callable."""
+    eps = sorted(importlib.metadata.entry_points(group=EXTENSION_GROUP), key=lambda ep: ep.name)
+    return [ep.load() for ep in eps]
+
+
+def _install(extension: Extension, app: FastAPI, node: Node) -> None:
+    install = getattr(extension, "install", None)
+    if callable(install):
+        install(app, node)
+    elif callable(extension):
+        extension(app, node)
+    else:
+        raise ConfigError(f"node extension {extension!r} has no install(app, node)")
 
 
 def create_app(
@@ -267,10 +273,15 @@ def create_app(
     clock: Callable[[], float] = time.time,
     loop_factories: Sequence[LoopFactory] | None = None,
     extra_ready_checks: dict[str, ReadyCheck] | None = None,
+    indexer: Indexer | None = None,
+    extensions: Sequence[Extension] | None = None,
 ) -> FastAPI:
     """Build the node's FastAPI app. Anything not injected is built from `settings`
     (themselves from the environment when None). Raises ConfigError/KeystoreError/
-    DeploymentError with a clear message when the node cannot be assembled."""
+    DeploymentError with a clear message when the node cannot be assembled.
+
+    `extensions` (default: the installed twinledger.node_extensions entry points) are
+    installed last with `install(app, node)`: they may add routers and loops."""
     settings = settings if settings is not None else load_settings()
     if keys is None:
         keys = load_org_keys(settings.home, settings.org_dir.name, settings.read_passphrase())
@@ -293,11 +304,13 @@ def create_app(
     directory = org_directory if org_directory is not None else LedgerOrgDirectory(ledger)
     authenticator = RequestAuthenticator(domain, NonceStore(engine), directory, clock=clock,
                                          max_window=settings.request_max_age)
-    node = NodeContext(
+    node = Node(
         settings=settings, keys=keys, deployment=ledger.deployment, domain=domain, ledger=ledger, engine=engine,
         org_directory=directory, authenticator=authenticator, blockstore=blockstore,
         vault=Vault(blockstore, keys.identity), loops=BackgroundLoops(), metrics=Metrics(), clock=clock,
+        reason_code=reason_code,
     )
+    attach_ledger_services(node, indexer=indexer)
     node.ready_checks.update(_default_ready_checks(node))
     node.ready_checks.update(extra_ready_checks or {})
     for factory in LOOP_FACTORIES if loop_factories is None else loop_factories:
@@ -312,6 +325,8 @@ def create_app(
     app.include_router(api_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=node.metrics)  # outermost: counts 413s too
+    for extension in load_extensions() if extensions is None else extensions:
+        _install(extension, app, node)
     return app
 
 
@@ -359,4 +374,5 @@ def _default_ready_checks(node: NodeContext) -> dict[str, ReadyCheck]:
     return {"chain": chain, "database": database, "loops": loops}
 
 
-__all__ = ["BackgroundLoops", "BodySizeLimit", "LOOP_FACTORIES", "LoopStatus", "NodeContext", "create_app"]
+__all__ = ["BackgroundLoops", "BodySizeLimit", "EXTENSION_GROUP", "LOOP_FACTORIES", "LoopStatus", "Node", "NodeContext",
+           "create_app", "load_extensions"]

@@ -25,7 +25,7 @@ from eth_hash.auto import keccak
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from api.app import NodeContext
+from api.node import Node as NodeContext
 from api.auth import RequestAuthenticator
 from api.auth._fields import parse_bytes32
 from api.auth.headers import BODY_HASH
@@ -154,3 +154,17 @@ async def streaming_own_org(caller: StreamingOrg, node: NodeDep) -> Caller:
 
 OwnOrg = Annotated[Caller, Depends(own_org)]
 StreamingOwnOrg = Annotated[Caller, Depends(streaming_own_org)]
+
+
+async def read_limited_body(request: Request, limit: int) -> bytes:
+    """The whole body of an unauthenticated JSON route, at most `limit` bytes (413 above,
+    by Content-Length at once or while streaming)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise PayloadTooLargeError(f"the request body is larger than {limit} bytes")
+    return bytes(body)

@@ -4,7 +4,9 @@ every class below (and the vault and ledger trees) to a status code in one table
     ApiError                              `.reason`: stable machine code (audit denials, JSON)
     ├── InputValidationError (ValueError) malformed input from outside       invalid_input
     │   ├── InvalidFieldError             one named field is bad (`.field`)  invalid_field
-    │   └── MalformedBodyError            the body is not valid JSON/shape    malformed_body
+    │   ├── MalformedBodyError            the body is not valid JSON/shape    malformed_body
+    │   ├── MalformedCIDError             a CID in the URL does not parse     invalid_cid
+    │   └── NotAcceptableError            no representation the client takes  not_acceptable
     ├── PayloadTooLargeError              body larger than max_upload_bytes   payload_too_large
     ├── AuthError                         a request could not be authenticated
     │   ├── MissingAuthError              X-TwinLedger-* headers missing      missing_auth
@@ -23,14 +25,32 @@ every class below (and the vault and ledger trees) to a status code in one table
     ├── NotFoundError (LookupError)       unknown asset/version/CID/record    not_found
     ├── ConflictError                     conflicts with current state        conflict
     ├── ConfigError                       node settings invalid or missing    config_error
-    └── KeystoreError                     org keys at rest
-        ├── OrgExistsError                `org init` on an existing org      org_exists
-        ├── OrgNotFoundError              no such org under the home          org_not_found
-        └── WrongPassphraseError          keystore MAC mismatch               wrong_passphrase
+    ├── KeystoreError                     org keys at rest
+    │   ├── OrgExistsError                `org init` on an existing org      org_exists
+    │   ├── OrgNotFoundError              no such org under the home          org_not_found
+    │   └── WrongPassphraseError          keystore MAC mismatch               wrong_passphrase
+    └── SdkError                          client side (api/sdk, CLI) of a call to a node
+        ├── NodeUnreachableError          no answer (connect error, timeout)  node_unreachable
+        ├── UntrustedAnswerError          a node's answer is malformed,       untrusted_answer
+        │                                 contradicts the chain, or carries a bad receipt
+        └── RemoteError                   a node answered with a problem body: `.status`,
+            │                             `.reason` (the node's code), `.detail`, `.audit_seq`
+            ├── RemoteInputError          400 / 413 / 422
+            ├── RemoteAuthError           401
+            ├── RemoteForbiddenError      403 (policy denials carry the audit_seq)
+            ├── RemoteNotFoundError       404 (also a LookupError)
+            ├── RemoteConflictError       409
+            └── RemoteUnavailableError    502 / 503 / 504 (transient: worth a retry)
 
 Every instance may carry `audit_seq` (the audit record that documents a refusal); the
 HTTP layer adds it to the problem body when set. Subclasses for a use case pass a more
 specific `reason` to the constructor (e.g. NotFoundError(..., reason="not_anchored_yet")).
+Reasons the node's use cases use with the base classes (api/usecases/):
+    NotFoundError        unknown_asset_version, not_owner_node, not_anchored_yet, unknown_audit_record
+    AccessDeniedError    compute_never_releases_keys, no_grant, grant_revoked, grant_expired,
+                         permission_not_granted, purpose_mismatch, asset_retired, owner_inactive
+    ConflictError        idempotency_key_reused, publish_in_progress
+    InputValidationError invalid_permission, invalid_receipt, invalid_parents, invalid_multipart
 """
 from __future__ import annotations
 
@@ -71,6 +91,18 @@ class MalformedBodyError(InputValidationError):
     """The request body is not valid JSON or does not have the expected shape."""
 
     reason = "malformed_body"
+
+
+class MalformedCIDError(InputValidationError):
+    """A CID in the request (e.g. /ipfs/{cid}) does not parse (400, trustless-gateway spec)."""
+
+    reason = "invalid_cid"
+
+
+class NotAcceptableError(InputValidationError):
+    """The client accepts none of the representations the route serves (406)."""
+
+    reason = "not_acceptable"
 
 
 class PayloadTooLargeError(ApiError):
@@ -197,3 +229,61 @@ class WrongPassphraseError(KeystoreError):
     """The passphrase does not open the keystore."""
 
     reason = "wrong_passphrase"
+
+
+class SdkError(ApiError):
+    """A call from the SDK (or CLI) to a node failed."""
+
+    reason = "sdk_error"
+
+
+class NodeUnreachableError(SdkError):
+    """The node did not answer (connection refused, timeout, broken connection)."""
+
+    reason = "node_unreachable"
+
+
+class UntrustedAnswerError(SdkError):
+    """A node's answer is malformed, contradicts the chain (e.g. a version record whose
+    digest differs from the on-chain one) or carries an invalid signed receipt."""
+
+    reason = "untrusted_answer"
+
+
+class RemoteError(SdkError):
+    """A node answered with a problem body. `reason` is the node's machine code
+    (`access_denied`, `replayed_nonce`, ...), `detail` its message, `status` the HTTP
+    status and `audit_seq` the node's audit record of the refusal (when audited)."""
+
+    reason = "remote_error"
+
+    def __init__(self, message: str = "", *, status: int = 0, reason: str | None = None,
+                 detail: str | None = None, audit_seq: int | None = None, url: str | None = None) -> None:
+        super().__init__(message, reason=reason, audit_seq=audit_seq)
+        self.status = status
+        self.detail = detail if detail is not None else self.message
+        self.url = url
+
+
+class RemoteInputError(RemoteError):
+    """The node refused the request as malformed (400, 413, 422)."""
+
+
+class RemoteAuthError(RemoteError):
+    """The node could not authenticate the request (401)."""
+
+
+class RemoteForbiddenError(RemoteError):
+    """The node refused: policy denial, inactive org, not the node's own org (403)."""
+
+
+class RemoteNotFoundError(RemoteError, LookupError):
+    """The node does not know the asset, version, record or CID (404)."""
+
+
+class RemoteConflictError(RemoteError):
+    """The request conflicts with the node's or the chain's state (409)."""
+
+
+class RemoteUnavailableError(RemoteError):
+    """The node or its chain/store is temporarily unavailable (502, 503, 504)."""

@@ -53,6 +53,7 @@ def _r(name: str) -> type[BaseException]:
 _DECRYPT = Rule(422, "decryption_failed", "the content could not be decrypted")
 _BAD_ARG = Rule(422, "invalid_argument", EXPOSE)
 _CHAIN_DOWN = Rule(503, "chain_unavailable", "the chain is unreachable, try again later")
+_UPSTREAM = Rule(502, "upstream_error", EXPOSE)
 
 ERROR_TABLE: dict[type[BaseException], Rule] = {
     # -- api.errors ------------------------------------------------------------------
@@ -60,6 +61,8 @@ ERROR_TABLE: dict[type[BaseException], Rule] = {
     api.InputValidationError: Rule(422, REASON, EXPOSE),
     api.InvalidFieldError: Rule(422, REASON, EXPOSE),
     api.MalformedBodyError: Rule(400, REASON, EXPOSE),
+    api.MalformedCIDError: Rule(400, REASON, EXPOSE),
+    api.NotAcceptableError: Rule(406, REASON, EXPOSE),
     api.PayloadTooLargeError: Rule(413, REASON, EXPOSE),
     api.AuthError: Rule(401, REASON, EXPOSE),
     api.MissingAuthError: Rule(401, REASON, EXPOSE),
@@ -81,6 +84,18 @@ ERROR_TABLE: dict[type[BaseException], Rule] = {
     api.OrgExistsError: Rule(500, "keystore_error", "the node's keys are unavailable"),
     api.OrgNotFoundError: Rule(500, "keystore_error", "the node's keys are unavailable"),
     api.WrongPassphraseError: Rule(500, "keystore_error", "the node's keys are unavailable"),
+    # A call this node made to another node (through api/sdk) failed: the other node's
+    # answer is relayed as a 502; its text holds only that node's public problem detail.
+    api.SdkError: _UPSTREAM,
+    api.NodeUnreachableError: Rule(502, "upstream_unreachable", EXPOSE),
+    api.UntrustedAnswerError: Rule(502, "upstream_untrusted", EXPOSE),
+    api.RemoteError: _UPSTREAM,
+    api.RemoteInputError: _UPSTREAM,
+    api.RemoteAuthError: _UPSTREAM,
+    api.RemoteForbiddenError: _UPSTREAM,
+    api.RemoteNotFoundError: _UPSTREAM,
+    api.RemoteConflictError: _UPSTREAM,
+    api.RemoteUnavailableError: _UPSTREAM,
     # -- vault.errors ----------------------------------------------------------------
     vault.VaultError: Rule(500, "storage_error", "the content store failed"),
     vault.InputValidationError: Rule(422, "invalid_input", EXPOSE),

@@ -1,0 +1,151 @@
+"""Key release (DESIGN §5 "Consume", docs/api.md "Key release"): the owner's node decides
+whether a consumer gets the file key of one version, wrapped in an age header for the
+consumer's registered recipient.
+
+    release = release_key(node, request_json, signature)   # KeyRelease or a domain error
+
+Checks, in order; the first failure is the outcome:
+
+    1. the KeyRequest parses                          invalid_field / malformed_body (422/400)
+    2. signature, deadline, consumer registered and   bad_signature, deadline_expired, deadline_too_far,
+       active, nonce unused (consumed), recipient ==  unknown_org, inactive_org, replayed_nonce,
+       registered recipient (RequestAuthenticator)    recipient_mismatch (401/403)
+    3. permission is READ, SYNC (or COMPUTE)          invalid_permission (422)
+    4. the asset is this node's own                   unknown_asset (404), not_owner_node (404)
+    5. the version exists on chain                    unknown_asset_version (404)
+    6. permission is not COMPUTE                      compute_never_releases_keys (403)
+    7. hasAccessFor(asset, consumer, permission,      no_grant, grant_revoked, grant_expired,
+       purpose) at the latest block                   permission_not_granted, purpose_mismatch,
+                                                      asset_retired, owner_inactive (403)
+    8. the header is re-wrapped for the recipient     e.g. block_not_found (404)
+
+EVERY outcome is an audit record (key_released, or key_denied with the reason code of the
+error the caller receives, which then carries `audit_seq`), committed BEFORE the answer.
+Records hold the request fields (asset, version, consumer, recipient, purpose, permission,
+nonce, deadline) — never the header or a key. On success the node signs a KeyReceipt
+(EIP-712, the org's account) naming the header's keccak256 and the record's seq.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import keccak
+
+from api.auth import KeyReceipt, KeyRequest
+from api.errors import AccessDeniedError, InvalidFieldError, NotFoundError
+from api.node import Node
+from api.usecases._common import audit, key_permission
+from ledger.audit import AuditKind
+from ledger.client import LedgerClient
+from ledger.models import AssetState, Permission
+from vault.age import X25519Recipient
+
+UNAUTHENTICATED_ACTOR = "unauthenticated"
+
+
+@dataclass(frozen=True)
+class KeyRelease:
+    header: bytes  # the age header for the consumer's recipient
+    receipt: KeyReceipt
+    signature: bytes  # the owner org's EIP-712 signature over `receipt`
+    audit_seq: int
+
+
+def release_key(node: Node, request: object, signature: object) -> KeyRelease:
+    """Decide, audit, and (if allowed) release. Raises the denial as a domain error whose
+    `audit_seq` names the committed key_denied record."""
+    parsed: KeyRequest | None = None
+    verified = False
+    try:
+        parsed = request if isinstance(request, KeyRequest) else KeyRequest.from_json(request)
+        node.authenticator.verify_key_request(parsed, signature)
+        verified = True
+        permission = key_permission(parsed.permission)
+        state = node.ledger.get_asset(parsed.asset)  # AssetLedgerUnknownAsset → 404 unknown_asset
+        if state.owner != node.address:
+            raise NotFoundError(f"asset {parsed.asset} is owned by {state.owner}; ask that org's node",
+                                reason="not_owner_node")
+        if not 1 <= parsed.version <= state.version_count:
+            raise NotFoundError(f"asset {parsed.asset} has no version {parsed.version} "
+                                f"({state.version_count} registered)", reason="unknown_asset_version")
+        if permission == Permission.COMPUTE:
+            raise AccessDeniedError("COMPUTE never releases a key: the raw data stays with its owner "
+                                    "(run a job through /v1/jobs)", reason="compute_never_releases_keys")
+        if not node.ledger.has_access_for(parsed.asset, parsed.consumer, permission, parsed.purpose):
+            reason, why = _denial(node, parsed, permission, state)
+            raise AccessDeniedError(f"{parsed.consumer} may not {permission.name} asset {parsed.asset}: {why}",
+                                    reason=reason)
+        cid = _version_cid(node, parsed.asset, parsed.version)
+        header = node.vault.rewrap_for(cid, X25519Recipient.parse(parsed.recipient))
+    except Exception as exc:
+        _audit_denial(node, exc, parsed, verified)
+        raise
+    issued_at = int(node.clock())
+    header_hash = keccak(header)
+    record = audit(node, AuditKind.KEY_RELEASED, parsed.consumer, parsed.asset, parsed.version,
+                   {**_request_details(parsed), "cid": cid, "header_hash": "0x" + header_hash.hex(),
+                    "issued_at": issued_at})
+    receipt = KeyReceipt(asset=parsed.asset, version=parsed.version, owner=node.address, consumer=parsed.consumer,
+                         recipient=parsed.recipient, header_hash=header_hash, audit_seq=record.seq,
+                         issued_at=issued_at)
+    return KeyRelease(header, receipt, receipt.sign(node.domain, node.keys.account), record.seq)
+
+
+def _request_details(req: KeyRequest) -> dict[str, Any]:
+    try:
+        permission: Any = Permission(req.permission).name
+    except ValueError:
+        permission = req.permission
+    return {"consumer": req.consumer, "recipient": req.recipient, "purpose": req.purpose,
+            "permission": permission, "nonce": "0x" + req.nonce.hex(), "deadline": req.deadline}
+
+
+def _audit_denial(node: Node, exc: BaseException, req: KeyRequest | None, verified: bool) -> None:
+    reason = node.reason_code(exc)
+    if req is None:
+        details: dict[str, Any] = {"reason": reason, "signature_verified": False}
+        if isinstance(exc, InvalidFieldError):
+            details["field"] = exc.field[:64]
+        record = audit(node, AuditKind.KEY_DENIED, UNAUTHENTICATED_ACTOR, None, None, details)
+    else:
+        record = audit(node, AuditKind.KEY_DENIED, req.consumer, req.asset, req.version,
+                       {**_request_details(req), "reason": reason, "signature_verified": verified})
+    try:
+        exc.audit_seq = record.seq  # type: ignore[attr-defined]  # the error body names the record
+    except AttributeError:
+        pass
+
+
+def _denial(node: Node, req: KeyRequest, permission: Permission, state: AssetState) -> tuple[str, str]:
+    """Why hasAccessFor said no, read from the chain right after it (for the record)."""
+    ledger = node.ledger
+    if state.retired:
+        return "asset_retired", "the asset is retired"
+    if not ledger.is_active(node.address):
+        return "owner_inactive", "the owning org is deactivated"
+    grant = ledger.get_grant(req.asset, req.consumer)
+    if grant.permissions == 0:
+        record = node.queries.grant(req.asset, req.consumer) if node.queries else None
+        if record is not None and not record.active:
+            return "grant_revoked", "the grant was revoked"
+        return "no_grant", "there is no grant"
+    if grant.expiry <= ledger.chain_time():
+        return "grant_expired", f"the grant expired at {grant.expiry}"
+    if grant.permissions & permission != permission:
+        return "permission_not_granted", f"the grant holds {', '.join(p.name for p in Permission if p & grant.permissions)}"
+    if grant.purpose_hash != LedgerClient.purpose_hash(req.purpose):
+        return "purpose_mismatch", "the grant was made for another purpose"
+    return "access_denied", "the on-chain policy says no"
+
+
+def _version_cid(node: Node, asset_id: int, version: int) -> str:
+    assert node.queries is not None
+    record = node.queries.version(asset_id, version)
+    if record is None:  # registered on chain but not indexed yet (another writer, a restart)
+        node.wait_indexed(node.ledger.block_number())
+        record = node.queries.version(asset_id, version)
+    if record is None or record.cid is None:
+        raise NotFoundError(f"version {asset_id}@{version} has no content this node can serve",
+                            reason="unknown_asset_version")
+    return record.cid
