@@ -25,8 +25,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	@touch $@
 
 # npm: Anvil, solc and OpenZeppelin exactly as package-lock.json pins them.
+# `npm install` rather than `npm ci`: @foundry-rs/anvil lists every platform's binary as an
+# optional dependency and the other platforms' packages are not served here, so `npm ci`
+# refuses the lock; `npm install` honours the lock and skips the unavailable optionals.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # The `age` command-line tool (Debian package) for interoperability tests and benchmarks.
