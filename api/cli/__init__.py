@@ -6,7 +6,8 @@ import importlib
 import typer
 
 # Modules are imported lazily by name so that one area's import error names itself.
-_MODULES = ("api.cli.devnet", "api.cli.vault_cmds", "api.cli.org", "api.cli.serve")
+_MODULES = ("api.cli.devnet", "api.cli.vault_cmds", "api.cli.org", "api.cli.serve", "api.cli.chain", "api.cli.assets",
+            "api.cli.audit", "api.cli.lineage")
 
 
 def register(app: typer.Typer) -> None:
