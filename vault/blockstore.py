@@ -24,11 +24,18 @@ On-disk layout of FilesystemBlockstore (compatible in spirit with go-ds-flatfs
 Durability: a block is written to a temp file in its shard directory and renamed into
 place, so a reader never sees a partial block. With `sync=True` (default) each put fsyncs
 the file before the rename and the directory after it. Inside `with store.batch():` the
-fsyncs are deferred to the end of the batch (one pass over the written files and shard
-directories): a crash inside an unfinished batch can leave torn blocks, which are detected
-on read (hash check) and replaced by the next put of the same block (size check). With
-`sync=False` nothing is fsynced (tests, scratch stores). pins.json is always written with
-temp + fsync + rename + directory fsync.
+fsyncs are deferred: by default to the end of the batch (one pass over the written files,
+then each shard directory once); with `batch(background=True)` a thread fsyncs each block
+file, then its shard directory, as soon as the file is renamed into place, while the
+caller goes on writing, and the end of the batch waits for that thread. Either way, when
+the outermost batch exits, every block put inside it (bytes and directory entry) is
+durable, and a failed fsync is raised there. A crash inside an unfinished batch can
+leave torn blocks, which are detected on read (hash check) and replaced by the next put
+of the same block (size check). With `sync=False` nothing is fsynced (tests, scratch
+stores). pins.json is always written with temp + fsync + rename + directory fsync.
+
+`get(cid, verify=False)` skips the hash check for a caller that verifies the block itself
+(unixfs.export does); every other read is verified here.
 """
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ import base64
 import contextlib
 import json
 import os
+import queue
 import secrets
 import threading
 from collections.abc import Iterator
@@ -157,12 +165,13 @@ class MemoryBlockstore(_Pinning):
         cid.verify(data)
         self._blocks[cid.multihash] = data
 
-    def get(self, cid: CID) -> bytes:
+    def get(self, cid: CID, *, verify: bool = True) -> bytes:
         try:
             data = self._blocks[cid.multihash]
         except KeyError:
             raise BlockNotFoundError(f"block {cid} is not in the store") from None
-        cid.verify(data)
+        if verify:
+            cid.verify(data)
         return data
 
     def has(self, cid: CID) -> bool:
@@ -196,6 +205,77 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class _Flusher:
+    """The fsyncs of one batch. Deferred (default): remember the files and shard
+    directories, fsync them all in finish() (each directory once). background=True: a
+    thread fsyncs each file and then its shard directory as soon as the file is submitted
+    (after its rename), overlapping the disk writes with the caller's work; a bounded
+    queue keeps at most _DEPTH descriptors waiting, and finish() waits for the thread.
+    finish() re-raises the first failure."""
+
+    _DEPTH = 64
+
+    def __init__(self, background: bool) -> None:
+        self._lock = threading.Lock()
+        self._files: list[Path] = []
+        self._dirs: set[Path] = set()
+        self._error: BaseException | None = None
+        self._closed = False
+        self._queue: queue.Queue[tuple[int, Path] | None] | None = None
+        self._thread: threading.Thread | None = None
+        if background:
+            self._queue = queue.Queue(self._DEPTH)
+            self._thread = threading.Thread(target=self._run, name="blockstore-fsync", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (item := self._queue.get()) is not None:
+            fd, shard = item
+            try:
+                if self._error is None:
+                    os.fsync(fd)
+                    _fsync_dir(shard)  # the rename into it came before: it is covered
+            except BaseException as exc:  # re-raised by finish()
+                self._error = exc
+            finally:
+                os.close(fd)
+
+    def submit(self, fd: int, path: Path) -> None:
+        """Takes ownership of `fd` (the block file, already renamed to `path`)."""
+        with self._lock:  # held across queue.put, so nothing is queued after finish()
+            late = self._closed  # a put racing the end of the batch: synced right here
+            if not late:
+                if self._queue is None:
+                    self._files.append(path)
+                    self._dirs.add(path.parent)
+                    os.close(fd)
+                else:
+                    self._queue.put((fd, path.parent))
+                return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        _fsync_dir(path.parent)
+
+    def finish(self) -> None:
+        with self._lock:
+            self._closed = True
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        _flush(self._files, self._dirs)
+
+
 def _flush(files: list[Path], dirs: set[Path]) -> None:
     for path in files:
         try:
@@ -226,15 +306,14 @@ class FilesystemBlockstore(_Pinning):
         self._verify_writes = verify_writes
         self._lock = threading.RLock()
         self._batch_depth = 0
-        self._pending_files: list[Path] = []
-        self._pending_dirs: set[Path] = set()
+        self._flusher: _Flusher | None = None
 
     def _path(self, cid: CID) -> Path:
         key = _key(cid.multihash)
         return self._blocks / key[-3:-1] / f"{key}.data"
 
     # -- blocks ---------------------------------------------------------------------------
-    def put(self, cid: CID, data: bytes) -> None:
+    def put(self, cid: CID, data: bytes | bytearray | memoryview) -> None:
         if self._verify_writes:
             cid.verify(data)
         path = self._path(cid)
@@ -244,31 +323,34 @@ class FilesystemBlockstore(_Pinning):
         shard = path.parent
         shard.mkdir(exist_ok=True)
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
-        deferred = self._sync and self._batch_depth > 0
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        flusher = self._flusher if self._sync else None
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if self._sync and not deferred:
-                    fh.flush()
-                    os.fsync(fh.fileno())
+            _write_all(fd, data)
+            if self._sync and flusher is None:
+                os.fsync(fd)
             os.replace(tmp, path)
         except BaseException:
+            os.close(fd)
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        if deferred:
-            with self._lock:
-                self._pending_files.append(path)
-                self._pending_dirs.add(shard)
-        elif self._sync:
+        if flusher is not None:
+            flusher.submit(fd, path)  # fsynced later (see batch()); closes fd
+            return
+        os.close(fd)
+        if self._sync:
             _fsync_dir(shard)
 
-    def get(self, cid: CID) -> bytes:
+    def get(self, cid: CID, *, verify: bool = True) -> bytes:
+        """The block's bytes, checked against `cid` (BlockMismatchError) unless
+        verify=False, which is only for a caller that checks them itself."""
         try:
             data = self._path(cid).read_bytes()
         except FileNotFoundError:
             raise BlockNotFoundError(f"block {cid} is not in the store") from None
-        cid.verify(data)
+        if verify:
+            cid.verify(data)
         return data
 
     def has(self, cid: CID) -> bool:
@@ -293,21 +375,26 @@ class FilesystemBlockstore(_Pinning):
                     continue  # not a block file
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Defer fsyncs to the end of the block (nestable); durable once it exits."""
+    def batch(self, *, background: bool = False) -> Iterator[None]:
+        """Defer the fsyncs of the puts inside the block (nestable); every block put inside
+        it is durable once the outermost batch exits. Default: all fsyncs at the end.
+        background=True (outermost batch only): each block file and then its shard
+        directory are fsynced by a background thread while the caller goes on, so the end
+        only waits for the last few."""
         with self._lock:
             self._batch_depth += 1
+            if self._batch_depth == 1 and self._sync:
+                self._flusher = _Flusher(background)
         try:
             yield
         finally:
             with self._lock:
                 self._batch_depth -= 1
-                outermost = self._batch_depth == 0
-                files, dirs = self._pending_files, self._pending_dirs
-                if outermost:
-                    self._pending_files, self._pending_dirs = [], set()
-            if outermost:
-                _flush(files, dirs)
+                flusher = self._flusher if self._batch_depth == 0 else None
+                if flusher is not None:
+                    self._flusher = None
+            if flusher is not None:
+                flusher.finish()
 
     # -- pins -----------------------------------------------------------------------------
     def _load_pins(self) -> set[CID]:

@@ -76,6 +76,15 @@ def encrypt(
     return _encrypt(header, file_key, plaintext)
 
 
+def header_for(file_key: bytes, recipients: Sequence[X25519Recipient]) -> bytes:
+    """The age header alone (stanzas + MAC) for `file_key`, for callers that write the
+    payload themselves with _stream.ChunkSealer (the vault facade). Not exported."""
+    recipients = _check_recipients(recipients)
+    if not isinstance(file_key, bytes) or len(file_key) != FILE_KEY_SIZE:
+        raise InputValidationError(f"file_key must be {FILE_KEY_SIZE} bytes")
+    return _new_header(file_key, recipients)
+
+
 def _encrypt(header: bytes, file_key: bytes, plaintext: Iterable[bytes]) -> Iterator[bytes]:
     yield header
     yield from _stream.seal(file_key, plaintext)

@@ -16,6 +16,9 @@ PayloadError. Plaintext is released chunk by chunk, only after its tag verified.
 
 Throughput: one OpenSSL AEAD call per 64 KiB chunk; ciphertext is read in batches of
 _BATCH chunks into one reused buffer and chunks are sliced out with memoryviews.
+ChunkSealer / ChunkOpener do the same one chunk at a time straight into buffers the caller
+owns (encrypt_into / decrypt_into: no allocation per chunk); the vault facade uses them to
+place ciphertext directly in UnixFS leaf buffers and plaintext directly in write buffers.
 """
 from __future__ import annotations
 
@@ -78,6 +81,114 @@ def seal(file_key: bytes, plaintext: Iterable[bytes], nonce: bytes | None = None
             counter += 1
         pending += view[count * CHUNK_SIZE :]
     yield encrypt(_chunk_nonce(counter, True), bytes(pending), None)
+
+
+class ChunkSealer:
+    """STREAM encryption one chunk at a time into caller-owned buffers.
+
+    seal_into(plain, out, last): `plain` is CHUNK_SIZE bytes, or 1..CHUNK_SIZE bytes when
+    `last` (0 bytes only when it is the first and only chunk); `out` is exactly
+    len(plain) + TAG_SIZE bytes. After the last chunk nothing more may be sealed."""
+
+    __slots__ = ("nonce", "_into", "_counter", "_done")
+
+    def __init__(self, file_key: bytes, nonce: bytes | None = None) -> None:
+        self.nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+        self._into = payload_aead(file_key, self.nonce).encrypt_into
+        self._counter = 0
+        self._done = False
+
+    def seal_into(self, plain: bytes | bytearray | memoryview, out: bytearray | memoryview, last: bool) -> None:
+        n = len(plain)
+        if self._done:
+            raise InputValidationError("the final STREAM chunk was already sealed")
+        if n > CHUNK_SIZE or (not last and n != CHUNK_SIZE) or (n == 0 and self._counter):
+            raise InputValidationError(f"a STREAM chunk of {n} bytes is not valid here")
+        self._into(_chunk_nonce(self._counter, last), plain, None, out)
+        self._counter += 1
+        self._done = last
+
+
+class ChunkOpener:
+    """STREAM decryption one chunk at a time into caller-owned buffers, with the same
+    rules as open_().
+
+    open_into(chunk, out, at_end) decrypts the next chunk into out[:len(chunk) - TAG_SIZE]
+    and returns that length. `chunk` is ENC_CHUNK_SIZE bytes, shorter only when `at_end`
+    (no ciphertext follows it). Raises PayloadError for a chunk that does not
+    authenticate, an empty final chunk after others, a final chunk followed by more data,
+    or a stream that ends without a final chunk. On error `out` may hold unauthenticated
+    bytes: discard it."""
+
+    __slots__ = ("_into", "_counter", "finished")
+
+    def __init__(self, aead: ChaCha20Poly1305) -> None:
+        self._into = aead.decrypt_into
+        self._counter = 0
+        self.finished = False
+
+    def open_into(self, chunk: bytes | bytearray | memoryview, out: bytearray | memoryview, at_end: bool) -> int:
+        if self.finished:
+            raise PayloadError("trailing data after the final chunk")
+        size = len(chunk)
+        counter = self._counter
+        if counter >= _MAX_COUNTER:
+            raise PayloadError("payload has too many chunks")
+        n = size - TAG_SIZE
+        if n < 0 or (size != ENC_CHUNK_SIZE and not at_end):
+            raise PayloadError("payload truncated: short chunk")
+        target = memoryview(out)[:n]
+        last = True
+        if size == ENC_CHUNK_SIZE:
+            try:
+                self._into(_chunk_nonce(counter, False), chunk, None, target)
+                last = False
+            except InvalidTag:
+                pass
+        elif counter and n == 0:
+            raise PayloadError("empty final chunk after a non-empty payload")
+        if last:
+            try:
+                self._into(_chunk_nonce(counter, True), chunk, None, target)
+            except InvalidTag:
+                raise PayloadError("payload chunk failed to authenticate") from None
+            if not at_end:
+                raise PayloadError("trailing data after the final chunk")
+        elif at_end:
+            raise PayloadError("payload truncated: no final chunk")
+        self._counter = counter + 1
+        self.finished = last
+        return n
+
+
+def iter_chunks(pieces: Iterable[bytes | bytearray | memoryview]) -> Iterator[tuple[memoryview, bool]]:
+    """Split a ciphertext given as pieces of any size into STREAM chunks, each paired
+    with whether nothing follows it (one piece of look-ahead), for ChunkOpener. A chunk is
+    a view into its piece, or into a scratch buffer when it straddles pieces: it is valid
+    only until the next one is requested."""
+    scratch = memoryview(bytearray(ENC_CHUNK_SIZE))
+    it = (memoryview(p) for p in pieces if len(p))
+    piece = next(it, None)
+    pos = 0
+    while piece is not None:
+        if len(piece) - pos >= ENC_CHUNK_SIZE:
+            chunk = piece[pos : pos + ENC_CHUNK_SIZE]
+            pos += ENC_CHUNK_SIZE
+        else:
+            filled = len(piece) - pos
+            scratch[:filled] = piece[pos:]
+            pos = len(piece)
+            while filled < ENC_CHUNK_SIZE:
+                piece, pos = next(it, None), 0
+                if piece is None:
+                    break
+                pos = min(ENC_CHUNK_SIZE - filled, len(piece))
+                scratch[filled : filled + pos] = piece[:pos]
+                filled += pos
+            chunk = scratch[:filled]
+        if piece is not None and pos == len(piece):
+            piece, pos = next(it, None), 0
+        yield chunk, piece is None
 
 
 def read_full(src: BinaryIO, view: memoryview) -> int:
