@@ -346,6 +346,10 @@ def test_identity_repr_hides_the_secret_and_is_frozen() -> None:
         ("", X25519Identity.parse),
         (None, X25519Identity.parse),
     ],
+    # Stable ids: the keys above are generated per process, and pytest-xdist requires every
+    # worker to collect the same test names.
+    ids=["identity-as-recipient", "recipient-as-identity", "short-recipient", "long-identity",
+         "zero-point", "order-4-point", "space-in-recipient", "empty", "none"],
 )
 def test_bad_keys_raise_invalid_key_error(text, parser) -> None:
     with pytest.raises(InvalidKeyError):
