@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from api.cli import register as register_api
+from services.cli import register as register_services
 
 app = typer.Typer(
     name="twinledger",
@@ -12,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 register_api(app)
+register_services(app)
 
 
 @app.callback()
