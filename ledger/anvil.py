@@ -6,6 +6,7 @@ survives restarts.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -40,6 +41,15 @@ def anvil_binary() -> Path:
     return path
 
 
+def die_with_parent() -> None:
+    """preexec_fn: ask Linux to SIGTERM this child when the process that started it dies
+    (PR_SET_PDEATHSIG), so a killed test run or pilot leaves no Anvil behind."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux/glibc: best effort only
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
@@ -72,6 +82,9 @@ class AnvilProcess:
     accounts: int = 10
     block_time: float | None = None
     log_file: Path | None = None
+    # Tests and the pilot set this: Anvil then dies with its parent. `devnet up` leaves it
+    # False, because there Anvil must outlive the command that started it.
+    tied_to_parent: bool = False
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -94,7 +107,8 @@ class AnvilProcess:
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=die_with_parent if self.tied_to_parent else None)
         finally:
             if self.log_file:
                 out.close()

@@ -89,7 +89,9 @@ def _is_anvil(pid: int) -> bool:
 class Devnet:
     """The devnet under `home` (its files live in `home/devnet/`)."""
 
-    def __init__(self, home: Path, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1") -> None:
+    def __init__(self, home: Path, port: int | None = DEFAULT_PORT, host: str = "127.0.0.1",
+                 *, tied_to_parent: bool = False) -> None:
+        self.tied_to_parent = tied_to_parent  # Anvil dies with this process (pilot, tests)
         self.home = Path(home).expanduser()
         self.dir = self.home / "devnet"
         self.state_file = self.dir / "state.json"
@@ -128,7 +130,8 @@ class Devnet:
             if port_in_use(self.port, self.host):
                 raise DevnetError(f"port {self.port} is already in use by another process; choose another with --port")
             anvil_binary()  # fail fast, before the slow imports below
-            proc = AnvilProcess(port=self.port, host=self.host, state_file=self.state_file, log_file=self.log_file)
+            proc = AnvilProcess(port=self.port, host=self.host, state_file=self.state_file, log_file=self.log_file,
+                                tied_to_parent=self.tied_to_parent)
             proc.start(timeout=timeout)
             record = {"pid": proc.proc.pid, "host": self.host, "port": self.port}
             _write_json(self.pid_file, record)

@@ -14,7 +14,8 @@ from ledger.deployment import deploy, dev_account
 
 @pytest.fixture(scope="session")
 def anvil(tmp_path_factory):
-    proc = AnvilProcess(port=free_port(), log_file=tmp_path_factory.mktemp("anvil") / "anvil.log")
+    proc = AnvilProcess(port=free_port(), log_file=tmp_path_factory.mktemp("anvil") / "anvil.log",
+                        tied_to_parent=True)
     proc.start()
     yield proc
     proc.stop()

@@ -20,7 +20,6 @@ node dies with the process that started it even if that one is killed with SIGKI
 """
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -34,7 +33,7 @@ from typing import Any
 
 import httpx
 
-from ledger.anvil import free_port
+from ledger.anvil import die_with_parent, free_port
 
 PASSPHRASE = "devnet passphrase (insecure fast kdf)"
 READY_TIMEOUT = 90.0
@@ -64,13 +63,6 @@ class OrgNode:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 class Cluster:
@@ -111,7 +103,7 @@ class Cluster:
         from ledger.devnet import Devnet
 
         self.root.mkdir(parents=True, exist_ok=True)
-        self.devnet = Devnet(self.root, port=free_port())
+        self.devnet = Devnet(self.root, port=free_port(), tied_to_parent=True)
         status = self.devnet.up()
         self.rpc_url, self.chain_id = status.url or "", status.chain_id
         self.env["TWINLEDGER_RPC_URL"] = self.rpc_url
@@ -153,7 +145,7 @@ class Cluster:
         with open(node.log_path, "ab") as log:
             node.proc = subprocess.Popen([*self.command, "serve", "--org", node.name, "--port", str(node.port)],
                                          env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         start_new_session=True, preexec_fn=_die_with_parent)
+                                         start_new_session=True, preexec_fn=die_with_parent)
 
     def wait_ready(self, node: OrgNode, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -216,7 +208,7 @@ class Cluster:
     def _popen(self, *args: str) -> subprocess.Popen:
         return subprocess.Popen([*self.command, *args], env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL, text=True, start_new_session=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=die_with_parent)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run `twinledger ARGS` against this cluster; ClusterError (with stderr) if check
