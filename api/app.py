@@ -42,7 +42,7 @@ from api.auth import Eip712Domain, LedgerOrgDirectory, NonceStore, OrgDirectory,
 from api.errors import ConfigError
 from api.http_errors import problem_response, reason_code, register_exception_handlers
 from api.keystore import OrgKeys, load_org_keys
-from api.node import Node, anchoring_loop, attach_ledger_services, indexer_loop
+from api.node import Node, anchoring_loop, attach_ledger_services, indexer_loop, node_web3
 from api.routers.health import Metrics, MetricsMiddleware, ReadyCheck
 from api.settings import NodeSettings, load_settings
 from ledger import deployment as deployment_mod
@@ -287,8 +287,7 @@ def create_app(
         keys = load_org_keys(settings.home, settings.org_dir.name, settings.read_passphrase())
     if ledger is None:
         deployment = Deployment.load(settings.manifest)  # type: ignore[arg-type]
-        w3 = Web3(Web3.HTTPProvider(settings.rpc_url, request_kwargs={"timeout": 30}))
-        ledger = LedgerClient(w3, deployment, keys.account)
+        ledger = LedgerClient(node_web3(settings.rpc_url), deployment, keys.account)
     if engine is None:
         url = settings.database_url
         if url is None:

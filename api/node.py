@@ -14,25 +14,40 @@ FastAPI, so the use cases (api/usecases/) run without an HTTP layer.
 
 Building a Node does not call the chain (a node starts while the chain is down and says
 so in /readyz); it creates the node's tables in the database.
+
+`ChainReads` (node.chain_reads) is how key release reads the chain: `latest()` gives a
+`BlockView` — every read through it answers for ONE block, the chain's latest block as
+returned by an eth_getBlockByNumber that was SENT AFTER `latest()` was called (concurrent
+callers share such a request; one that was already in flight when a caller arrived is
+never used for that caller). Reads are pinned to that block's hash and memoised per block
+hash (the state of a block never changes), so concurrent releases in the same block share
+them, and a new block — e.g. the one with a revoke — is always read afresh. Bounded: the
+views of the last `MAX_BLOCKS` blocks, `MAX_ENTRIES` reads each.
 """
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Engine
+from web3 import Web3
 
 from api.auth import Eip712Domain, OrgDirectory, RequestAuthenticator
+from api.errors import UnknownOrgError
 from api.keystore import OrgKeys
 from api.settings import NodeSettings
 from ledger.audit import Anchorer, AuditLog
 from ledger.audit.chain import ChainAnchors
-from ledger.client import LedgerClient
+from ledger.client import BlockRef, LedgerClient
 from ledger.deployment import Deployment
+from ledger.errors import ContractRevertError
+from ledger.models import AssetState, OrgInfo, Permission
 from ledger.indexer import Indexer, IndexQueries
 from vault.blockstore import BlockStore
 from vault.vault import Vault
@@ -45,8 +60,218 @@ INDEXER_POLL_SECONDS = 0.25  # how often the indexer loop asks the chain for new
 INDEX_WAIT_SECONDS = 30.0  # how long a write waits for its block to be indexed
 
 
+def node_web3(rpc_url: str, *, timeout: float = 30.0) -> Web3:
+    """The node's Web3 over HTTP, without web3's default `validation` middleware: that one
+    sends an extra eth_chainId before every eth_call/transaction (it doubled the cost of a
+    view call). The chain id is the deployment manifest's, checked by /readyz
+    (ledger.deployment.check); transactions are signed locally (ledger.tx) for the chain id
+    the node reports."""
+    w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    w3.middleware_onion.remove("validation")
+    return w3
+
+
 def _default_reason(exc: BaseException) -> str:
     return str(getattr(exc, "reason", None) or type(exc).__name__)
+
+
+# -- chain reads pinned to the latest block ----------------------------------------------
+
+MAX_BLOCKS = 4  # block views kept (a release in flight may still use the previous block)
+MAX_ENTRIES = 10_000  # memoised reads per block; past this a view still reads, just does not keep
+
+
+class BlockView:
+    """Reads at one block (`block`), memoised. Implements OrgDirectory for that block:
+    registered/active/recipient all come from one getOrg (which carries `active`)."""
+
+    def __init__(self, ledger: LedgerClient, block: BlockRef) -> None:
+        self.ledger = ledger
+        self.block = block
+        self._memo: dict[tuple[Any, ...], Future] = {}
+        self._lock = threading.Lock()
+
+    def _memoised(self, key: tuple[Any, ...], read: Callable[[], Any]) -> Any:
+        """read() once per key; concurrent callers of a key being read wait for that read.
+        A failed read is not kept: each waiter then reads for itself (so no exception
+        object is shared between requests — the release use case annotates its errors)."""
+        with self._lock:
+            future = self._memo.get(key)
+            mine = future is None
+            if mine:
+                future = Future()
+                if len(self._memo) < MAX_ENTRIES:
+                    self._memo[key] = future
+        if not mine:
+            try:
+                return future.result()
+            except Exception:
+                return read()
+        try:
+            value = read()
+        except BaseException as exc:
+            with self._lock:
+                if self._memo.get(key) is future:
+                    del self._memo[key]
+            future.set_exception(exc)
+            raise
+        future.set_result(value)
+        return value
+
+    def org(self, address: str) -> OrgInfo | None:
+        """The org's record at this block; None if it is not registered."""
+        def read() -> OrgInfo | None:
+            try:
+                return self.ledger.get_org(address, block_identifier=self.block)
+            except ContractRevertError as exc:
+                if exc.name == "ConsortiumOrgNotRegistered":
+                    return None
+                raise
+        return self._memoised(("getOrg", address), read)
+
+    def is_active(self, address: str) -> bool:
+        info = self.org(address)
+        return info is not None and bool(info.active)
+
+    def is_registered(self, address: str) -> bool:
+        return self.org(address) is not None
+
+    def recipient_of(self, address: str) -> str:
+        info = self.org(address)
+        if info is None:
+            raise UnknownOrgError(f"{address} is not a registered organisation")
+        return info.age_recipient
+
+    def asset(self, asset_id: int) -> AssetState:
+        """getAsset at this block (a revert, e.g. AssetLedgerUnknownAsset, is raised, not kept)."""
+        return self._memoised(("getAsset", asset_id),
+                              lambda: self.ledger.get_asset(asset_id, block_identifier=self.block))
+
+    def has_access_for(self, asset_id: int, org: str, permission: Permission, purpose: str) -> bool:
+        return self._memoised(("hasAccessFor", asset_id, org, int(permission), purpose),
+                              lambda: bool(self.ledger.has_access_for(asset_id, org, permission, purpose,
+                                                                      block_identifier=self.block)))
+
+
+class ImmutableCache:
+    """A bounded, thread-safe LRU for facts that never change once known (content-addressed
+    or append-only), e.g. the CID of a registered version."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = make()
+        with self._lock:
+            self._items[key] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+class _FreshValue:
+    """`get()` returns the result of a `fetch()` that STARTED after get() was called.
+    Concurrent callers share one fetch: while one is in flight, newcomers wait for it to
+    end and then share the next one (so at most one fetch runs, and one more is queued)."""
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._cond = threading.Condition()
+        self._started = 0  # id of the latest fetch started
+        self._done = 0  # id of the latest fetch finished (its value is _value)
+        self._busy = False
+        self._value: Any = None
+
+    def get(self) -> Any:
+        with self._cond:
+            need = self._started + 1  # any fetch with this id or later started after now
+            while self._done < need:
+                if not self._busy:
+                    self._started += 1
+                    mine = self._started
+                    self._busy = True
+                    break
+                self._cond.wait()
+            else:
+                return self._value
+        try:
+            value = self._fetch()
+        except BaseException:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()  # a waiter starts its own fetch
+            raise
+        with self._cond:
+            self._done, self._value, self._busy = mine, value, False
+            self._cond.notify_all()
+        return value
+
+
+class LatestView:
+    """The view ONE decision reads through: the block is chosen at the first read (so a
+    request refused before any chain read, e.g. for its signature, costs no RPC) and every
+    later read of the decision uses that same block. Implements OrgDirectory."""
+
+    def __init__(self, reads: "ChainReads") -> None:
+        self._reads = reads
+        self._view: BlockView | None = None
+
+    @property
+    def view(self) -> BlockView:
+        if self._view is None:
+            self._view = self._reads.latest()
+        return self._view
+
+    @property
+    def chosen(self) -> BlockRef | None:
+        """The block of this decision, or None if nothing was read yet."""
+        return None if self._view is None else self._view.block
+
+    def is_active(self, address: str) -> bool:
+        return self.view.is_active(address)
+
+    def is_registered(self, address: str) -> bool:
+        return self.view.is_registered(address)
+
+    def recipient_of(self, address: str) -> str:
+        return self.view.recipient_of(address)
+
+    def asset(self, asset_id: int) -> AssetState:
+        return self.view.asset(asset_id)
+
+    def has_access_for(self, asset_id: int, org: str, permission: Permission, purpose: str) -> bool:
+        return self.view.has_access_for(asset_id, org, permission, purpose)
+
+
+class ChainReads:
+    """Block views for key release (see the module docstring for the exact semantics)."""
+
+    def __init__(self, ledger: LedgerClient) -> None:
+        self.ledger = ledger
+        self._latest = _FreshValue(ledger.latest_block)
+        self._views: dict[bytes, BlockView] = {}
+        self._lock = threading.Lock()
+
+    def latest(self) -> BlockView:
+        """A view of the latest block, as of a request sent after this call."""
+        block: BlockRef = self._latest.get()
+        with self._lock:
+            view = self._views.get(block.hash)
+            if view is None:
+                view = self._views[block.hash] = BlockView(self.ledger, block)
+                while len(self._views) > MAX_BLOCKS:
+                    del self._views[next(iter(self._views))]  # oldest first (dicts keep order)
+            return view
+
+    def decision(self) -> LatestView:
+        """A LatestView: the latest block, chosen at the decision's first chain read."""
+        return LatestView(self)
 
 
 @dataclass
@@ -76,6 +301,11 @@ class Node:
     index_wait_seconds: float = INDEX_WAIT_SECONDS
     ready_checks: dict[str, "ReadyCheck"] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)  # extensions park their singletons here
+    chain_reads: ChainReads | None = None  # key release's block-pinned reads (attach_ledger_services)
+    # Key release: (asset, version) → CID, and CID → this org's own age header of that CID
+    # (both immutable: versions are append-only, CIDs content-addressed).
+    version_cids: ImmutableCache = field(default_factory=ImmutableCache)
+    own_headers: ImmutableCache = field(default_factory=ImmutableCache)
 
     @property
     def address(self) -> str:
@@ -96,6 +326,7 @@ def attach_ledger_services(node: Node, *, indexer: Indexer | None = None) -> Nod
     node.indexer = indexer if indexer is not None else Indexer(node.ledger.w3, node.deployment, node.engine)
     node.indexer.create_tables()  # database only; checks the DB belongs to this deployment
     node.queries = IndexQueries(node.engine)
+    node.chain_reads = ChainReads(node.ledger)
     node.audit = AuditLog(node.engine, node.address, clock=node.now_ms)
     settings = node.settings
     node.anchorer = Anchorer(node.audit, ChainAnchors(node.ledger), every_records=settings.anchor_every_records,
@@ -150,5 +381,5 @@ def anchoring_loop(node: Node) -> None:
     node.loops.add("audit-anchoring", step, interval=min(1.0, float(node.settings.anchor_every_seconds)))
 
 
-__all__ = ["INDEXER_POLL_SECONDS", "Node", "anchoring_loop", "attach_ledger_services", "indexer_loop",
+__all__ = ["INDEXER_POLL_SECONDS", "BlockView", "ChainReads", "LatestView", "ImmutableCache", "Node", "node_web3", "anchoring_loop", "attach_ledger_services", "indexer_loop",
            "threaded_task"]

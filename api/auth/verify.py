@@ -69,11 +69,15 @@ class RequestAuthenticator:
         self._consume(message.signer, message.nonce, message.deadline)
         return message.signer
 
-    def verify_key_request(self, request: KeyRequest, signature: object) -> KeyRequest:
-        """The request, if signed by an active org for its own registered recipient."""
-        self._check(request, signature, request.consumer, request.deadline)
+    def verify_key_request(self, request: KeyRequest, signature: object, *,
+                           orgs: OrgDirectory | None = None) -> KeyRequest:
+        """The request, if signed by an active org for its own registered recipient.
+        `orgs` (default: the authenticator's directory) answers the org questions — key
+        release passes a directory pinned to the one block its whole decision is read at."""
+        orgs = self.orgs if orgs is None else orgs
+        self._check(request, signature, request.consumer, request.deadline, orgs)
         self._consume(request.consumer, request.nonce, request.deadline)
-        registered = self.orgs.recipient_of(request.consumer)
+        registered = orgs.recipient_of(request.consumer)
         if registered != request.recipient:
             raise RecipientMismatchError(
                 f"recipient {request.recipient} is not the registered recipient of {request.consumer}")
@@ -81,7 +85,9 @@ class RequestAuthenticator:
 
     # -- steps ------------------------------------------------------------------------
 
-    def _check(self, message: _TypedMessage, signature: object, claimed: str, deadline: int) -> None:
+    def _check(self, message: _TypedMessage, signature: object, claimed: str, deadline: int,
+               orgs: OrgDirectory | None = None) -> None:
+        orgs = self.orgs if orgs is None else orgs
         if message.recover(self.domain, signature) != claimed:
             raise BadSignatureError(f"the signature does not recover {claimed} under this chain and contract")
         now = int(self.clock())
@@ -89,8 +95,8 @@ class RequestAuthenticator:
             raise DeadlineExpiredError(f"deadline {deadline} has passed (now {now})")
         if deadline > now + self.max_window:
             raise DeadlineTooFarError(f"deadline {deadline} is more than {self.max_window} s ahead (now {now})")
-        if not self.orgs.is_active(claimed):
-            if not self.orgs.is_registered(claimed):
+        if not orgs.is_active(claimed):
+            if not orgs.is_registered(claimed):
                 raise UnknownOrgError(f"{claimed} is not a registered organisation")
             raise InactiveOrgError(f"organisation {claimed} is deactivated")
 

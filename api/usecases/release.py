@@ -19,6 +19,14 @@ Checks, in order; the first failure is the outcome:
                                                       asset_retired, owner_inactive (403)
     8. the header is re-wrapped for the recipient     e.g. block_not_found (404)
 
+Chain reads (steps 2, 4, 5, 7, and the refinement of a "no" from step 7) all answer for
+ONE block: the latest block as reported by a request sent once the signature and deadline
+have been checked (api.node.ChainReads: pinned by block hash, memoised per block, so
+concurrent releases in one block share their reads and a new block — say, the one holding
+a revoke — is always read afresh). The record names that block (`block`, `block_hash`).
+A transaction mined after that block was read and before the answer is not seen, as with
+any "latest" read.
+
 EVERY outcome is an audit record (key_released, or key_denied with the reason code of the
 error the caller receives, which then carries `audit_seq`), committed BEFORE the answer.
 Records hold the request fields (asset, version, consumer, recipient, purpose, permission,
@@ -34,12 +42,12 @@ from eth_utils import keccak
 
 from api.auth import KeyReceipt, KeyRequest
 from api.errors import AccessDeniedError, InvalidFieldError, NotFoundError
-from api.node import Node
+from api.node import ChainReads, LatestView, Node
 from api.usecases._common import audit, key_permission
 from ledger.audit import AuditKind
-from ledger.client import LedgerClient
+from ledger.client import BlockRef, LedgerClient
 from ledger.models import AssetState, Permission
-from vault.age import X25519Recipient
+from vault.age import X25519Recipient, rewrap
 
 UNAUTHENTICATED_ACTOR = "unauthenticated"
 
@@ -57,12 +65,13 @@ def release_key(node: Node, request: object, signature: object) -> KeyRelease:
     `audit_seq` names the committed key_denied record."""
     parsed: KeyRequest | None = None
     verified = False
+    chain = (node.chain_reads or ChainReads(node.ledger)).decision()
     try:
         parsed = request if isinstance(request, KeyRequest) else KeyRequest.from_json(request)
-        node.authenticator.verify_key_request(parsed, signature)
+        node.authenticator.verify_key_request(parsed, signature, orgs=chain)
         verified = True
         permission = key_permission(parsed.permission)
-        state = node.ledger.get_asset(parsed.asset)  # AssetLedgerUnknownAsset → 404 unknown_asset
+        state = chain.asset(parsed.asset)  # AssetLedgerUnknownAsset → 404 unknown_asset
         if state.owner != node.address:
             raise NotFoundError(f"asset {parsed.asset} is owned by {state.owner}; ask that org's node",
                                 reason="not_owner_node")
@@ -72,20 +81,21 @@ def release_key(node: Node, request: object, signature: object) -> KeyRelease:
         if permission == Permission.COMPUTE:
             raise AccessDeniedError("COMPUTE never releases a key: the raw data stays with its owner "
                                     "(run a job through /v1/jobs)", reason="compute_never_releases_keys")
-        if not node.ledger.has_access_for(parsed.asset, parsed.consumer, permission, parsed.purpose):
-            reason, why = _denial(node, parsed, permission, state)
+        if not chain.has_access_for(parsed.asset, parsed.consumer, permission, parsed.purpose):
+            reason, why = _denial(node, parsed, permission, state, chain.view.block)
             raise AccessDeniedError(f"{parsed.consumer} may not {permission.name} asset {parsed.asset}: {why}",
                                     reason=reason)
-        cid = _version_cid(node, parsed.asset, parsed.version)
-        header = node.vault.rewrap_for(cid, X25519Recipient.parse(parsed.recipient))
+        cid = node.version_cids.get((parsed.asset, parsed.version),
+                                    lambda: _version_cid(node, parsed.asset, parsed.version, chain.view.block))
+        header = _rewrap(node, cid, X25519Recipient.parse(parsed.recipient))
     except Exception as exc:
-        _audit_denial(node, exc, parsed, verified)
+        _audit_denial(node, exc, parsed, verified, chain)
         raise
     issued_at = int(node.clock())
     header_hash = keccak(header)
     record = audit(node, AuditKind.KEY_RELEASED, parsed.consumer, parsed.asset, parsed.version,
                    {**_request_details(parsed), "cid": cid, "header_hash": "0x" + header_hash.hex(),
-                    "issued_at": issued_at})
+                    "issued_at": issued_at, **_block_details(chain.view.block)})
     receipt = KeyReceipt(asset=parsed.asset, version=parsed.version, owner=node.address, consumer=parsed.consumer,
                          recipient=parsed.recipient, header_hash=header_hash, audit_seq=record.seq,
                          issued_at=issued_at)
@@ -101,7 +111,13 @@ def _request_details(req: KeyRequest) -> dict[str, Any]:
             "permission": permission, "nonce": "0x" + req.nonce.hex(), "deadline": req.deadline}
 
 
-def _audit_denial(node: Node, exc: BaseException, req: KeyRequest | None, verified: bool) -> None:
+def _block_details(block: BlockRef | None) -> dict[str, Any]:
+    """The block a decision was read at (absent if it was refused before any chain read)."""
+    return {} if block is None else {"block": block.number, "block_hash": "0x" + block.hash.hex()}
+
+
+def _audit_denial(node: Node, exc: BaseException, req: KeyRequest | None, verified: bool,
+                  chain: LatestView) -> None:
     reason = node.reason_code(exc)
     if req is None:
         details: dict[str, Any] = {"reason": reason, "signature_verified": False}
@@ -110,27 +126,29 @@ def _audit_denial(node: Node, exc: BaseException, req: KeyRequest | None, verifi
         record = audit(node, AuditKind.KEY_DENIED, UNAUTHENTICATED_ACTOR, None, None, details)
     else:
         record = audit(node, AuditKind.KEY_DENIED, req.consumer, req.asset, req.version,
-                       {**_request_details(req), "reason": reason, "signature_verified": verified})
+                       {**_request_details(req), "reason": reason, "signature_verified": verified,
+                        **_block_details(chain.chosen)})
     try:
         exc.audit_seq = record.seq  # type: ignore[attr-defined]  # the error body names the record
     except AttributeError:
         pass
 
 
-def _denial(node: Node, req: KeyRequest, permission: Permission, state: AssetState) -> tuple[str, str]:
-    """Why hasAccessFor said no, read from the chain right after it (for the record)."""
+def _denial(node: Node, req: KeyRequest, permission: Permission, state: AssetState,
+            block: BlockRef) -> tuple[str, str]:
+    """Why hasAccessFor said no, read from the chain at the decision's block (for the record)."""
     ledger = node.ledger
     if state.retired:
         return "asset_retired", "the asset is retired"
-    if not ledger.is_active(node.address):
+    if not ledger.is_active(node.address, block_identifier=block):
         return "owner_inactive", "the owning org is deactivated"
-    grant = ledger.get_grant(req.asset, req.consumer)
+    grant = ledger.get_grant(req.asset, req.consumer, block_identifier=block)
     if grant.permissions == 0:
         record = node.queries.grant(req.asset, req.consumer) if node.queries else None
         if record is not None and not record.active:
             return "grant_revoked", "the grant was revoked"
         return "no_grant", "there is no grant"
-    if grant.expiry <= ledger.chain_time():
+    if grant.expiry <= ledger.block_time(block):
         return "grant_expired", f"the grant expired at {grant.expiry}"
     if grant.permissions & permission != permission:
         return "permission_not_granted", f"the grant holds {', '.join(p.name for p in Permission if p & grant.permissions)}"
@@ -139,11 +157,22 @@ def _denial(node: Node, req: KeyRequest, permission: Permission, state: AssetSta
     return "access_denied", "the on-chain policy says no"
 
 
-def _version_cid(node: Node, asset_id: int, version: int) -> str:
+def _rewrap(node: Node, cid: str, recipient: X25519Recipient) -> bytes:
+    """The age header of `cid` for `recipient`. The stored ciphertext's header is read from
+    the block store once per CID (Vault.rewrap_for to this org's own recipient: the same
+    file key, a header only this org opens; reading it means reading and verifying the
+    first, up to 1 MiB, block) and kept in node.own_headers — a CID names immutable bytes.
+    Each release then unwraps that header with the org's identity (MAC checked) and writes
+    a fresh one for the consumer. No file key is kept."""
+    own = node.own_headers.get(cid, lambda: node.vault.rewrap_for(cid, node.keys.identity.recipient))
+    return rewrap(own, [node.keys.identity], [recipient])
+
+
+def _version_cid(node: Node, asset_id: int, version: int, block: BlockRef) -> str:
     assert node.queries is not None
     record = node.queries.version(asset_id, version)
-    if record is None:  # registered on chain but not indexed yet (another writer, a restart)
-        node.wait_indexed(node.ledger.block_number())
+    if record is None:  # registered on chain (at `block`) but not indexed yet (another writer, a restart)
+        node.wait_indexed(block.number)
         record = node.queries.version(asset_id, version)
     if record is None or record.cid is None:
         raise NotFoundError(f"version {asset_id}@{version} has no content this node can serve",
