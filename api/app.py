@@ -185,6 +185,41 @@ class BackgroundLoops:
 # -- request size limit ----------------------------------------------------------------
 
 
+MIN_BLOCK_HEADER = b"x-twinledger-min-block"
+
+
+class MinBlockConsistency:
+    """Read your writes (DESIGN §6): a request carrying `X-TwinLedger-Min-Block: N` is
+    answered only once this node's indexer has processed block N (503 `indexer_unavailable`
+    if it does not within the node's index wait). Clients send the chain head they saw
+    (e.g. after a transaction, or at the start of a sync pass) so the catalog they read
+    is at least as new as the chain they checked. Not part of the signed request: dropping
+    it only makes an answer possibly staler, never wrong."""
+
+    def __init__(self, app: ASGIApp, node: Any) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            raw = next((v for k, v in scope.get("headers", ()) if k == MIN_BLOCK_HEADER), None)
+            if raw is not None:
+                if not raw.isdigit() or len(raw) > 18:
+                    await problem_response(400, {"error": "bad_request",
+                                                 "detail": "X-TwinLedger-Min-Block must be a block number"})(
+                        scope, receive, send)
+                    return
+                if getattr(self.node, "indexer", None) is not None:
+                    try:
+                        await asyncio.to_thread(self.node.wait_indexed, int(raw))
+                    except Exception as exc:  # IndexerError (timeout) or the chain being unreachable
+                        status, body = 503, {"error": "indexer_unavailable",
+                                             "detail": f"block {int(raw)} is not indexed yet: {exc}"}
+                        await problem_response(status, body, {"Retry-After": "1"})(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+
 class BodySizeLimit:
     """413 for bodies over `max_bytes`: at once from Content-Length, else while streaming
     (raised from receive(), so neither FastAPI nor a streaming route reads past it)."""
@@ -322,6 +357,7 @@ def create_app(
     app.state.node = node
     register_exception_handlers(app)
     app.include_router(api_router)
+    app.add_middleware(MinBlockConsistency, node=node)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, metrics=node.metrics)  # outermost: counts 413s too
     for extension in load_extensions() if extensions is None else extensions:

@@ -105,6 +105,9 @@ class NodeHttp:
         self.retries = retries
         self.backoff = backoff
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
+        # Read-your-writes token: when set, reads ask the node to answer only after it has
+        # indexed this block (header X-TwinLedger-Min-Block; see api/app.py).
+        self.min_block: int | None = None
 
     def close(self) -> None:
         self._client.close()
@@ -113,7 +116,8 @@ class NodeHttp:
 
     def get(self, path: str, params: Mapping[str, Any] | None = None, *, signed: bool = True) -> Any:
         """GET, retried on transient failures (reads are idempotent)."""
-        return self.call("GET", path + query(params), signed=signed, retry=True)
+        headers = {"X-TwinLedger-Min-Block": str(self.min_block)} if self.min_block is not None else None
+        return self.call("GET", path + query(params), signed=signed, retry=True, headers=headers)
 
     def call(self, method: str, path_query: str, *, body: Any = None, signed: bool = True, retry: bool = False,
              headers: Mapping[str, str] | None = None, ok: Iterable[int] = (200, 201)) -> Any:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import replace
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -101,6 +102,18 @@ class TwinLedgerClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @contextmanager
+    def reading_after(self, block: int | None = None) -> Iterator["TwinLedgerClient"]:
+        """Reads from the own node inside this block answer only once the node has indexed
+        `block` (default: the chain head now), so what the node lists is at least as new as
+        what this client just checked on chain (DESIGN §6, read your own writes)."""
+        target = self.ledger.block_number() if block is None else int(block)
+        previous, self._http.min_block = self._http.min_block, target
+        try:
+            yield self
+        finally:
+            self._http.min_block = previous
 
     def _node(self, url: str) -> NodeHttp:
         url = url.rstrip("/")

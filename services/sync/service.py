@@ -146,6 +146,18 @@ class SyncService:
         state = self._open()
         report = SyncReport()
         self._reconcile(state)
+        try:
+            head = self.client.ledger.block_number()
+        except _STEP_ERRORS as exc:
+            self._emit(report, SyncFailure(None, None, getattr(exc, "reason", type(exc).__name__),
+                                           f"cannot read the chain head: {exc}"))
+            return report
+        # The pass decides from the chain, so the own node's catalog it reads must be at
+        # least as new as the chain head seen now (read your writes, DESIGN §6).
+        with self.client.reading_after(head):
+            return self._pass(state, report)
+
+    def _pass(self, state: SyncState, report: SyncReport) -> SyncReport:
         feed = self._feed(report)
         for asset_id in self._candidates(state, feed):
             if self._stop.is_set():

@@ -81,3 +81,21 @@ def test_extensions_are_installed_with_the_node(members, w3, deployment, tmp_pat
 def test_installed_extensions_load_from_entry_points():
     for extension in load_extensions():  # whatever the environment has installed
         assert callable(getattr(extension, "install", None)) or callable(extension)
+
+
+def test_min_block_header_makes_reads_wait_for_the_index(members, w3, deployment, tmp_path):
+    """Read your writes (DESIGN §6): X-TwinLedger-Min-Block holds a read until that block
+    is indexed; a block the index cannot reach in time is a 503, a malformed one a 400."""
+    alice = members["alice"]
+    with NodeHarness.start(alice.account, alice.identity, "alice", w3, deployment, tmp_path,
+                           f"sqlite:///{tmp_path / 'node.db'}", loop_factories=LOOP_FACTORIES) as node:
+        # Written behind the node's back: without the header a read may race the indexer.
+        outside = LedgerClient(w3, deployment, members["bob"].account).create_asset(AssetKind.OTHER, "behind")
+        answer = node.get(f"/v1/assets/{outside.asset_id}",
+                          headers={"X-TwinLedger-Min-Block": str(outside.tx.block_number)})
+        assert answer.status_code == 200, answer.text
+        node.node.index_wait_seconds = 0.5
+        future = node.get("/v1/assets", headers={"X-TwinLedger-Min-Block": str(w3.eth.block_number + 1000)})
+        assert future.status_code == 503 and future.json()["error"] == "indexer_unavailable"
+        bad = node.get("/v1/assets", headers={"X-TwinLedger-Min-Block": "-1"})
+        assert bad.status_code == 400

@@ -5,6 +5,8 @@ node/chain path is covered by tests/services/test_sync.py; the fake follows the 
 contract (get() writes `out` completely or not at all, raises typed api.errors)."""
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import os
 from types import SimpleNamespace
@@ -45,6 +47,9 @@ class FakeLedger:
     def chain_time(self):
         return self.time
 
+    def block_number(self):
+        return 100 + sum(self.counts.values())  # moves whenever something is published
+
     def has_access_for(self, asset_id, org, permission, purpose):
         g = self.get_grant(asset_id, org)
         return (asset_id not in self.retired and not self.inactive and g.permissions & permission == permission
@@ -60,6 +65,16 @@ class FakeClient:
         self.fail_get: dict[tuple[int, int], Exception] = {}
         self.gets: list[tuple[int, int, str]] = []
         self.purposes: dict[int, str] = {}
+        self.min_block: int | None = None
+        self.reads_at: list[int | None] = []  # the read-your-writes block in effect per catalog read
+
+    @contextlib.contextmanager
+    def reading_after(self, block=None):
+        previous, self.min_block = self.min_block, block
+        try:
+            yield self
+        finally:
+            self.min_block = previous
 
     def publish(self, asset_id: int, data: bytes, purpose: str = "sync", *, expiry: int | None = None) -> None:
         version = self.ledger.counts.get(asset_id, 0) + 1
@@ -74,6 +89,7 @@ class FakeClient:
                                                   LedgerClient.purpose_hash(purpose))
 
     def grants(self, grantee, permission):
+        self.reads_at.append(self.min_block)
         assert (grantee, permission) == (ME, "SYNC")
         return [{"asset_id": a, "purpose": self.purposes[a], "active": bool(g.permissions),
                  "in_force": bool(g.permissions & Permission.SYNC) and g.expiry > self.ledger.time}
@@ -83,6 +99,7 @@ class FakeClient:
         return {"asset_id": asset_id, "name": f"asset-{asset_id}.bin"}
 
     def version(self, asset_id, version):
+        self.reads_at.append(self.min_block)
         if (asset_id, version) in self.unindexed:
             raise RemoteNotFoundError("not indexed", status=404, reason="unknown_asset_version")
         return VersionInfo(asset_id, version, f"bafy{asset_id}x{version}", b"\1" * 32,
@@ -216,3 +233,13 @@ def test_a_directory_of_another_org_is_refused(client, tmp_path):
 def test_bad_arguments_are_refused_at_construction(client, tmp_path, kwargs):
     with pytest.raises(SyncConfigError):
         SyncService(client, tmp_path, **kwargs)
+
+
+def test_every_catalog_read_waits_for_the_chain_head_seen_at_the_start_of_the_pass(client, tmp_path):
+    client.publish(1, b"v1")
+    client.publish(1, b"v2")
+    head = client.ledger.block_number()
+    with SyncService(client, tmp_path / "twins") as sync:
+        sync.run_once()
+    assert client.reads_at and set(client.reads_at) == {head}
+    assert client.min_block is None  # restored after the pass
