@@ -9,7 +9,8 @@ import importlib
 
 import typer
 
-# Imported lazily by name so that one service's import error names itself.
+from api.cli import register_modules
+
 _MODULES = (
     "services.sync.cli",
     "services.analytics.cli",
@@ -18,11 +19,4 @@ _MODULES = (
 
 
 def register(app: typer.Typer) -> None:
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # service not built yet
-            raise
-        module.register(app)
+    register_modules(app, _MODULES)

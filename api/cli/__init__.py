@@ -2,20 +2,20 @@
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 
 import typer
 
-# Modules are imported lazily by name so that one area's import error names itself.
 _MODULES = ("api.cli.devnet", "api.cli.vault_cmds", "api.cli.org", "api.cli.serve", "api.cli.chain", "api.cli.assets",
             "api.cli.audit", "api.cli.lineage")
 
 
+def register_modules(app: typer.Typer, modules: Iterable[str]) -> None:
+    """Import each module by name and let it add its commands. A missing or broken module
+    is an error at start-up, never a command that silently disappears."""
+    for name in modules:
+        importlib.import_module(name).register(app)
+
+
 def register(app: typer.Typer) -> None:
-    for name in _MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue  # area not built yet
-            raise
-        module.register(app)
+    register_modules(app, _MODULES)
