@@ -5,8 +5,6 @@ Add a service's CLI by appending its module name to `_MODULES` (one line per ser
 """
 from __future__ import annotations
 
-import importlib
-
 import typer
 
 from api.cli import register_modules
