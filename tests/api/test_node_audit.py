@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import text
@@ -16,22 +15,11 @@ from ledger.audit.records import AuditRecord
 from ledger.client import LedgerClient
 from ledger.deployment import deploy
 from ledger.errors import AuditVerificationError
+from tests.api.conftest import Member as Org
 from tests.api.node_fixtures import NodeHarness, database, key_body, key_request
 from vault.age import X25519Identity
 
 
-@dataclass
-class Org:
-    account: object
-    identity: X25519Identity
-
-    @property
-    def address(self) -> str:
-        return self.account.address
-
-    @property
-    def recipient(self) -> str:
-        return str(self.identity.recipient)
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
