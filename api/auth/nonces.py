@@ -6,6 +6,11 @@ requests with the same nonce — in threads, processes or several node replicas 
 PostgreSQL — race on the unique index; exactly one commits, the other gets a unique
 violation, reported as ReplayedNonceError.
 
+Key release consumes its nonce differently: `claim()` returns the row as a
+ledger.audit.Claim, which the audit log inserts (ON CONFLICT DO NOTHING) in the same
+transaction as the release's record — a replay then gets the replayed_nonce record
+instead, and a nonce is never consumed without its record.
+
 Rows expire with the request deadline: once `deadline` has passed the request is refused
 for its deadline anyway, so `prune(now)` may forget it.
 """
@@ -18,6 +23,7 @@ from sqlmodel import Field, SQLModel
 
 from api.auth._fields import hex0x, parse_address, parse_bytes32, parse_uint
 from api.errors import ReplayedNonceError
+from ledger.audit.log import Claim
 
 
 class UsedNonce(SQLModel, table=True):
@@ -41,13 +47,17 @@ class NonceStore:
         if create:
             _TABLE.create(engine, checkfirst=True)
 
-    def consume(self, signer: str, nonce: bytes, expires_at: int) -> None:
-        """Record the nonce as used, or raise ReplayedNonceError if it already was."""
-        row = {
+    def claim(self, signer: str, nonce: bytes, expires_at: int) -> Claim:
+        """The nonce's row, for an audit append that consumes it (AuditLog.append_claimed)."""
+        return Claim(_TABLE, {
             "signer": parse_address(signer, "signer"),
             "nonce": hex0x(parse_bytes32(nonce, "nonce")),
             "expires_at": parse_uint(expires_at, 64, "expires_at"),
-        }
+        })
+
+    def consume(self, signer: str, nonce: bytes, expires_at: int) -> None:
+        """Record the nonce as used, or raise ReplayedNonceError if it already was."""
+        row = self.claim(signer, nonce, expires_at).row
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(_TABLE).values(**row))

@@ -13,7 +13,8 @@ denial record):
     7. key requests only: recipient == registered recipient RecipientMismatchError recipient_mismatch
 
 The nonce is consumed only once 1–5 passed, so nobody can burn another org's nonces with
-garbage. Policy (hasAccess, the version exists) is the key-release use case's job.
+garbage. Key release splits the steps (check_key_request, check_recipient) and consumes
+the nonce in the same transaction as its audit record (api/usecases/release.py). Policy (hasAccess, the version exists) is the key-release use case's job.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from api.errors import (
     RecipientMismatchError,
     UnknownOrgError,
 )
+from ledger.audit.log import Claim
 
 DEFAULT_MAX_WINDOW = 300
 
@@ -71,17 +73,31 @@ class RequestAuthenticator:
 
     def verify_key_request(self, request: KeyRequest, signature: object, *,
                            orgs: OrgDirectory | None = None) -> KeyRequest:
-        """The request, if signed by an active org for its own registered recipient.
-        `orgs` (default: the authenticator's directory) answers the org questions — key
-        release passes a directory pinned to the one block its whole decision is read at."""
+        """The request, if signed by an active org for its own registered recipient; its
+        nonce is consumed here. `orgs` (default: the authenticator's directory) answers the
+        org questions."""
+        orgs = self.orgs if orgs is None else orgs
+        self.check_key_request(request, signature, orgs=orgs)
+        self._consume(request.consumer, request.nonce, request.deadline)
+        self.check_recipient(request, orgs=orgs)
+        return request
+
+    def check_key_request(self, request: KeyRequest, signature: object, *,
+                          orgs: OrgDirectory | None = None) -> Claim:
+        """Steps 1–5 for a key request, WITHOUT consuming the nonce: returns the nonce's
+        Claim, which the caller must commit together with the decision's audit record
+        (AuditLog.append_claimed; a replay then becomes replayed_nonce). Key release passes
+        `orgs` pinned to the one block its whole decision is read at."""
         orgs = self.orgs if orgs is None else orgs
         self._check(request, signature, request.consumer, request.deadline, orgs)
-        self._consume(request.consumer, request.nonce, request.deadline)
-        registered = orgs.recipient_of(request.consumer)
+        return self.nonces.claim(request.consumer, request.nonce, request.deadline)
+
+    def check_recipient(self, request: KeyRequest, *, orgs: OrgDirectory | None = None) -> None:
+        """Step 7: the header goes only to the consumer's registered recipient."""
+        registered = (self.orgs if orgs is None else orgs).recipient_of(request.consumer)
         if registered != request.recipient:
             raise RecipientMismatchError(
                 f"recipient {request.recipient} is not the registered recipient of {request.consumer}")
-        return request
 
     # -- steps ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from api.errors import InputValidationError, InvalidFieldError
 from api.node import Node
+from ledger.audit.log import Entry
 from ledger.audit.records import MAX_SAFE_INT, AuditRecord
 from ledger.models import AssetKind, Permission, VersionRef
 
@@ -88,13 +89,20 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def audit(node: Node, kind: str, actor: str, asset_id: int | None = None, version: int | None = None,
-          details: Mapping[str, Any] | None = None) -> AuditRecord:
-    """Append (and commit) one audit record. Asset ids beyond 2**53-1 (legal on chain,
-    not in the record format) go into details as a decimal string instead."""
+def audit_entry(kind: str, actor: str, asset_id: int | None = None, version: int | None = None,
+                details: Mapping[str, Any] | None = None) -> Entry:
+    """An audit entry in the record format. Asset ids beyond 2**53-1 (legal on chain, not
+    in the record format) go into details as a decimal string instead."""
     extra: dict[str, Any] = json_safe(dict(details or {}))
     if asset_id is not None and asset_id > MAX_SAFE_INT:
         extra["asset_id"] = str(asset_id)
         asset_id = None
+    return Entry(kind, actor, asset_id, version, extra)
+
+
+def audit(node: Node, kind: str, actor: str, asset_id: int | None = None, version: int | None = None,
+          details: Mapping[str, Any] | None = None) -> AuditRecord:
+    """Append (and commit) one audit record (see audit_entry)."""
+    e = audit_entry(kind, actor, asset_id, version, details)
     assert node.audit is not None
-    return node.audit.append(kind, actor, asset_id, version, extra)
+    return node.audit.append(e.kind, e.actor, e.asset_id, e.version, e.details)

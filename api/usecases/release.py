@@ -29,6 +29,10 @@ any "latest" read.
 
 EVERY outcome is an audit record (key_released, or key_denied with the reason code of the
 error the caller receives, which then carries `audit_seq`), committed BEFORE the answer.
+The nonce (step 2) is checked for replay where it is consumed: in the same transaction as
+that record (AuditLog.append_claimed). A replayed nonce's request is decided like any
+other, and then the replayed_nonce denial is committed in place of its record, so a nonce
+is never consumed without a record and a replay never gets anything but replayed_nonce.
 Records hold the request fields (asset, version, consumer, recipient, purpose, permission,
 nonce, deadline) — never the header or a key. On success the node signs a KeyReceipt
 (EIP-712, the org's account) naming the header's keccak256 and the record's seq.
@@ -41,10 +45,11 @@ from typing import Any
 from eth_utils import keccak
 
 from api.auth import KeyReceipt, KeyRequest
-from api.errors import AccessDeniedError, InvalidFieldError, NotFoundError
+from api.errors import AccessDeniedError, InvalidFieldError, NotFoundError, ReplayedNonceError
 from api.node import ChainReads, LatestView, Node
-from api.usecases._common import audit, key_permission
-from ledger.audit import AuditKind
+from api.usecases._common import audit, audit_entry, key_permission
+from ledger.audit import AuditKind, AuditRecord
+from ledger.audit.log import Claim, Entry
 from ledger.client import BlockRef, LedgerClient
 from ledger.models import AssetState, Permission
 from vault.age import X25519Recipient, rewrap
@@ -64,11 +69,13 @@ def release_key(node: Node, request: object, signature: object) -> KeyRelease:
     """Decide, audit, and (if allowed) release. Raises the denial as a domain error whose
     `audit_seq` names the committed key_denied record."""
     parsed: KeyRequest | None = None
+    claim: Claim | None = None
     verified = False
     chain = (node.chain_reads or ChainReads(node.ledger)).decision()
     try:
         parsed = request if isinstance(request, KeyRequest) else KeyRequest.from_json(request)
-        node.authenticator.verify_key_request(parsed, signature, orgs=chain)
+        claim = node.authenticator.check_key_request(parsed, signature, orgs=chain)
+        node.authenticator.check_recipient(parsed, orgs=chain)
         verified = True
         permission = key_permission(parsed.permission)
         state = chain.asset(parsed.asset)  # AssetLedgerUnknownAsset → 404 unknown_asset
@@ -89,17 +96,39 @@ def release_key(node: Node, request: object, signature: object) -> KeyRelease:
                                     lambda: _version_cid(node, parsed.asset, parsed.version, chain.view.block))
         header = _rewrap(node, cid, X25519Recipient.parse(parsed.recipient))
     except Exception as exc:
-        _audit_denial(node, exc, parsed, verified, chain)
+        replayed = _audit_denial(node, exc, parsed, verified, chain, claim)
+        if replayed is not None:
+            raise replayed from None
         raise
+    assert claim is not None
     issued_at = int(node.clock())
     header_hash = keccak(header)
-    record = audit(node, AuditKind.KEY_RELEASED, parsed.consumer, parsed.asset, parsed.version,
-                   {**_request_details(parsed), "cid": cid, "header_hash": "0x" + header_hash.hex(),
-                    "issued_at": issued_at, **_block_details(chain.view.block)})
+    entry = audit_entry(AuditKind.KEY_RELEASED, parsed.consumer, parsed.asset, parsed.version,
+                        {**_request_details(parsed), "cid": cid, "header_hash": "0x" + header_hash.hex(),
+                         "issued_at": issued_at, **_block_details(chain.view.block)})
+    record, replayed = _append_claimed(node, entry, claim, parsed, chain)
+    if replayed is not None:
+        raise replayed
     receipt = KeyReceipt(asset=parsed.asset, version=parsed.version, owner=node.address, consumer=parsed.consumer,
                          recipient=parsed.recipient, header_hash=header_hash, audit_seq=record.seq,
                          issued_at=issued_at)
     return KeyRelease(header, receipt, receipt.sign(node.domain, node.keys.account), record.seq)
+
+
+def _append_claimed(node: Node, entry: Entry, claim: Claim, req: KeyRequest,
+                    chain: LatestView) -> tuple[AuditRecord, ReplayedNonceError | None]:
+    """Commit `entry` together with the request's nonce. If the nonce was already used,
+    the replayed_nonce denial is committed instead and returned as the error to raise."""
+    replay = ReplayedNonceError(f"nonce 0x{req.nonce.hex()} was already used by {req.consumer}")
+    fallback = audit_entry(AuditKind.KEY_DENIED, req.consumer, req.asset, req.version,
+                           {**_request_details(req), "reason": node.reason_code(replay),
+                            "signature_verified": False, **_block_details(chain.chosen)})
+    assert node.audit is not None
+    record, fresh = node.audit.append_claimed(entry, claim, fallback)
+    if fresh:
+        return record, None
+    replay.audit_seq = record.seq  # type: ignore[attr-defined]  # the error body names the record
+    return record, replay
 
 
 def _request_details(req: KeyRequest) -> dict[str, Any]:
@@ -117,21 +146,31 @@ def _block_details(block: BlockRef | None) -> dict[str, Any]:
 
 
 def _audit_denial(node: Node, exc: BaseException, req: KeyRequest | None, verified: bool,
-                  chain: LatestView) -> None:
+                  chain: LatestView, claim: Claim | None) -> ReplayedNonceError | None:
+    """Commit the key_denied record of `exc` (with the nonce, if the request got as far as
+    having one checked) and name it in the error. Returns the error to raise INSTEAD when
+    the nonce turned out to be replayed: that is then the recorded outcome."""
     reason = node.reason_code(exc)
+    replayed: ReplayedNonceError | None = None
     if req is None:
         details: dict[str, Any] = {"reason": reason, "signature_verified": False}
         if isinstance(exc, InvalidFieldError):
             details["field"] = exc.field[:64]
         record = audit(node, AuditKind.KEY_DENIED, UNAUTHENTICATED_ACTOR, None, None, details)
     else:
-        record = audit(node, AuditKind.KEY_DENIED, req.consumer, req.asset, req.version,
-                       {**_request_details(req), "reason": reason, "signature_verified": verified,
-                        **_block_details(chain.chosen)})
+        entry = audit_entry(AuditKind.KEY_DENIED, req.consumer, req.asset, req.version,
+                            {**_request_details(req), "reason": reason, "signature_verified": verified,
+                             **_block_details(chain.chosen)})
+        if claim is None:  # refused before the nonce was checked (signature, deadline, org)
+            assert node.audit is not None
+            record = node.audit.append(entry.kind, entry.actor, entry.asset_id, entry.version, entry.details)
+        else:
+            record, replayed = _append_claimed(node, entry, claim, req, chain)
     try:
         exc.audit_seq = record.seq  # type: ignore[attr-defined]  # the error body names the record
     except AttributeError:
         pass
+    return replayed
 
 
 def _denial(node: Node, req: KeyRequest, permission: Permission, state: AssetState,

@@ -5,6 +5,14 @@ release path writes its record before the key leaves the node). Seqs are gapless
 concurrency: the per-org counter row in audit_heads is incremented with
 UPDATE ... RETURNING in the same transaction as the INSERT, so appenders queue on that
 row (PostgreSQL row lock / SQLite write lock) and a failed insert rolls the increment back.
+Within one process, concurrent appends are group-committed (ledger/audit/_group.py): one
+transaction takes the counter once for the whole batch and inserts its records together.
+
+`append_claimed` ties a record to a unique row written in the same transaction — the key
+release path's request nonce: if the row is new, the record is appended as given; if it
+already exists (a replay), the `fallback` record is appended instead. Either way the
+nonce and the record commit or roll back together, so a crash can never consume a nonce
+without its record.
 
 Batches (audit_batches) are the ledger's side of anchoring; ledger/audit/anchoring.py
 drives them, ledger/audit/verify.py checks them.
@@ -13,15 +21,17 @@ from __future__ import annotations
 
 import time as _time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from ledger.audit import _tables as t
+from ledger.audit._group import GroupCommit
 from ledger.audit.merkle import AuditTree
 from ledger.audit.proof import AuditProof
 from ledger.audit.reasons import Reason, error
@@ -48,6 +58,33 @@ class RawRecord(NamedTuple):
 class Page:
     records: list[AuditRecord]
     next_after_seq: int | None  # pass as after_seq for the next page; None = last page
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What to log, before the log gives it a seq and a time."""
+
+    kind: str
+    actor: str
+    asset_id: int | None = None
+    version: int | None = None
+    details: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A row that must not exist yet in `table` (a unique key, such as a request nonce).
+    Inserted in the same transaction as the record it guards."""
+
+    table: Table
+    row: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Append:
+    entry: Entry
+    claim: Claim | None = None
+    fallback: Entry | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +120,7 @@ class AuditLog:
         self.org = to_checksum_address(org)
         self.clock = clock
         self._trees: dict[tuple[int, int], AuditTree] = {}
+        self._group: GroupCommit[_Append, tuple[AuditRecord, bool]] = GroupCommit(self._write)
         if create_tables:
             SQLModel.metadata.create_all(engine, tables=list(t.TABLES))
         self._ensure_head()
@@ -102,19 +140,40 @@ class AuditLog:
     def append(self, kind: str, actor: str, asset_id: int | None = None, version: int | None = None,
                details: Mapping[str, Any] | None = None) -> AuditRecord:
         """Log one event under the next seq and commit before returning it."""
-        normalise_kind(kind)  # validate before taking the counter lock
+        normalise_kind(kind)  # validate before joining a batch
+        return self._group.submit(_Append(Entry(kind, actor, asset_id, version, details)))[0]
+
+    def append_claimed(self, entry: Entry, claim: Claim, fallback: Entry) -> tuple[AuditRecord, bool]:
+        """Insert `claim.row` and log `entry` in one transaction; if the row already
+        exists, log `fallback` instead. Returns (the committed record, whether the claim
+        was new)."""
+        normalise_kind(entry.kind)
+        normalise_kind(fallback.kind)
+        return self._group.submit(_Append(entry, claim, fallback))
+
+    def _write(self, items: Sequence[_Append]) -> list[tuple[AuditRecord, bool]]:
+        """One transaction for a batch of appends (GroupCommit calls this from one thread at
+        a time per log; other processes serialise on the head row)."""
+        out: list[tuple[AuditRecord, bool]] = []
         with self.engine.begin() as conn:
-            seq, last_time = conn.execute(
+            last, last_time = conn.execute(
                 update(t.heads).where(t.heads.c.org == self.org)
-                .values(last_seq=t.heads.c.last_seq + 1).returning(t.heads.c.last_seq, t.heads.c.last_time)
+                .values(last_seq=t.heads.c.last_seq + len(items))
+                .returning(t.heads.c.last_seq, t.heads.c.last_time)
             ).one()
             now = max(int(self.clock()), last_time)  # time never decreases along seq
-            record = AuditRecord(seq=seq, kind=kind, time=now, org=self.org, actor=actor,
-                                 asset_id=asset_id, version=version, details=details or {})
-            conn.execute(insert(t.records).values(**_row(record)))
+            seq = last - len(items) + 1
+            for item in items:
+                claimed = item.claim is None or _insert_new(conn, item.claim)
+                e = item.entry if claimed else item.fallback
+                assert e is not None
+                out.append((AuditRecord(seq=seq, kind=e.kind, time=now, org=self.org, actor=e.actor,
+                                        asset_id=e.asset_id, version=e.version, details=e.details or {}), claimed))
+                seq += 1
+            conn.execute(insert(t.records), [_row(record) for record, _ in out])
             if now != last_time:
                 conn.execute(update(t.heads).where(t.heads.c.org == self.org).values(last_time=now))
-        return record
+        return out
 
     # -- reading -------------------------------------------------------------------------
 
@@ -301,6 +360,16 @@ class AuditLog:
             batch_index=batch.batch_index, tx_hash=bytes.fromhex(batch.tx_hash.removeprefix("0x")),
             block=batch.block, org=self.org, chain_id=batch.chain_id, contract=batch.contract,
         )
+
+
+def _insert_new(conn: Connection, claim: Claim) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING: True if the row was new. Concurrent
+    transactions inserting the same key wait for each other on the unique index, so exactly
+    one wins. (RETURNING, not rowcount: psycopg reports -1 for this statement.)"""
+    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
+    key = next(iter(claim.table.primary_key.columns))
+    stmt = dialect.insert(claim.table).values(**claim.row).on_conflict_do_nothing().returning(key)
+    return conn.execute(stmt).first() is not None
 
 
 def _row(record: AuditRecord) -> dict[str, Any]:

@@ -203,6 +203,8 @@ def test_no_record_no_key(world):
         def append(self, *args, **kwargs):
             raise AuditError("database is gone")
 
+        append_claimed = append
+
     before = real.last_seq()
     node.audit = FailingLog()
     try:
@@ -211,6 +213,35 @@ def test_no_record_no_key(world):
         node.audit = real
     assert response.status_code == 500 and "header" not in response.json()
     assert real.last_seq() == before
+
+
+def test_nonce_and_record_commit_together(world, monkeypatch):
+    """The nonce is consumed in the record's transaction: when writing the record fails
+    after the nonce row was inserted, both roll back, so the same signed request (same
+    nonce) is then released once and only once."""
+    import ledger.audit.log as audit_log
+
+    body = _body(world, "grantee_read")
+    real_row = audit_log._row
+
+    def broken_row(record):
+        raise AuditError("disk full")
+
+    before = world.alice.node.audit.last_seq()
+    monkeypatch.setattr(audit_log, "_row", broken_row)
+    failed = world.alice.client.post("/v1/keys", json=body)
+    monkeypatch.setattr(audit_log, "_row", real_row)
+    assert failed.status_code == 500 and "header" not in failed.json()
+    assert world.alice.node.audit.last_seq() == before
+    assert not world.alice.node.authenticator.nonces.seen(body["request"]["consumer"],
+                                                           bytes.fromhex(body["request"]["nonce"][2:]))
+    again = world.alice.client.post("/v1/keys", json=body)
+    assert again.status_code == 200, again.json()
+    replay = world.alice.client.post("/v1/keys", json=body)
+    assert (replay.status_code, replay.json()["error"]) == (401, "replayed_nonce")
+    records = [world.alice.node.audit.get(seq) for seq in (before + 1, before + 2)]
+    assert [(r.kind, r.details.get("reason")) for r in records] == [("key_released", None),
+                                                                     ("key_denied", "replayed_nonce")]
 
 
 def test_released_header_opens_the_payload_and_receipt_is_recorded(world, tmp_path):
