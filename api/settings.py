@@ -54,7 +54,7 @@ class NodeSettings(BaseSettings):
         "embedded", description="Block store: 'embedded' filesystem blockstore or a 'kubo' daemon.")
     kubo_url: str = Field("http://127.0.0.1:5001", description="Kubo RPC API URL (store = kubo).")
     blocks_dir: Path | None = Field(None, description="Embedded blockstore directory; default <home>/orgs/<org>/blocks.")
-    anchor_every_records: int = Field(100, ge=1, description="Anchor the audit log every N new records ...")
+    anchor_every_records: int = Field(1000, ge=1, description="Anchor the audit log every N new records ...")
     anchor_every_seconds: float = Field(10.0, gt=0, description="... or every T seconds, whichever comes first.")
     request_max_age: int = Field(
         300, ge=1, le=3600, description="Max seconds a signed request's deadline may lie ahead (replay window).")

@@ -14,7 +14,8 @@ denial record):
 
 The nonce is consumed only once 1–5 passed, so nobody can burn another org's nonces with
 garbage. Key release splits the steps (check_key_request, check_recipient) and consumes
-the nonce in the same transaction as its audit record (api/usecases/release.py). Policy (hasAccess, the version exists) is the key-release use case's job.
+the nonce in the same transaction as its audit record (api/usecases/release.py).
+Policy (hasAccess, the version exists) is the key-release use case's job.
 """
 from __future__ import annotations
 

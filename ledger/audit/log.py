@@ -19,14 +19,14 @@ drives them, ledger/audit/verify.py checks them.
 """
 from __future__ import annotations
 
+import functools
 import time as _time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from eth_utils import is_address, to_checksum_address
 from sqlalchemy import Table, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
@@ -153,26 +153,34 @@ class AuditLog:
 
     def _write(self, items: Sequence[_Append]) -> list[tuple[AuditRecord, bool]]:
         """One transaction for a batch of appends (GroupCommit calls this from one thread at
-        a time per log; other processes serialise on the head row)."""
+        a time per log; other processes serialise on the head row).
+
+        Plain SQL on the DB-API cursor of the SQLAlchemy transaction: this runs once per
+        key release, and building and compiling the Core statements cost more CPU than the
+        database work itself (see benchmarks/keyrelease.py)."""
+        sql = _sql(self.engine.dialect.paramstyle)
         out: list[tuple[AuditRecord, bool]] = []
         with self.engine.begin() as conn:
-            last, last_time = conn.execute(
-                update(t.heads).where(t.heads.c.org == self.org)
-                .values(last_seq=t.heads.c.last_seq + len(items))
-                .returning(t.heads.c.last_seq, t.heads.c.last_time)
-            ).one()
-            now = max(int(self.clock()), last_time)  # time never decreases along seq
-            seq = last - len(items) + 1
-            for item in items:
-                claimed = item.claim is None or _insert_new(conn, item.claim)
-                e = item.entry if claimed else item.fallback
-                assert e is not None
-                out.append((AuditRecord(seq=seq, kind=e.kind, time=now, org=self.org, actor=e.actor,
-                                        asset_id=e.asset_id, version=e.version, details=e.details or {}), claimed))
-                seq += 1
-            conn.execute(insert(t.records), [_row(record) for record, _ in out])
-            if now != last_time:
-                conn.execute(update(t.heads).where(t.heads.c.org == self.org).values(last_time=now))
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(sql.take_seqs, (len(items), self.org))
+                last, last_time = cursor.fetchone()
+                now = max(int(self.clock()), last_time)  # time never decreases along seq
+                seq = last - len(items) + 1
+                for item in items:
+                    claimed = item.claim is None or _insert_new(cursor, item.claim, sql.param)
+                    e = item.entry if claimed else item.fallback
+                    assert e is not None
+                    out.append((AuditRecord(seq=seq, kind=e.kind, time=now, org=self.org, actor=e.actor,
+                                            asset_id=e.asset_id, version=e.version, details=e.details or {}),
+                                claimed))
+                    seq += 1
+                rows = [_row(record) for record, _ in out]
+                cursor.executemany(sql.insert_record, [tuple(row[c] for c in _RECORD_COLUMNS) for row in rows])
+                if now != last_time:
+                    cursor.execute(sql.set_time, (now, self.org))
+            finally:
+                cursor.close()
         return out
 
     # -- reading -------------------------------------------------------------------------
@@ -362,14 +370,43 @@ class AuditLog:
         )
 
 
-def _insert_new(conn: Connection, claim: Claim) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING: True if the row was new. Concurrent
-    transactions inserting the same key wait for each other on the unique index, so exactly
-    one wins. (RETURNING, not rowcount: psycopg reports -1 for this statement.)"""
-    dialect = sqlite if conn.dialect.name == "sqlite" else postgresql
-    key = next(iter(claim.table.primary_key.columns))
-    stmt = dialect.insert(claim.table).values(**claim.row).on_conflict_do_nothing().returning(key)
-    return conn.execute(stmt).first() is not None
+_RECORD_COLUMNS = ("org", "seq", "kind", "time", "actor", "asset_id", "version", "record_hash", "canonical")
+
+
+class _Sql(NamedTuple):
+    param: str
+    take_seqs: str
+    insert_record: str
+    set_time: str
+
+
+@functools.lru_cache(maxsize=4)
+def _sql(paramstyle: str) -> _Sql:
+    """The append statements for a DB-API paramstyle (sqlite3: qmark; psycopg: format/pyformat)."""
+    p = "?" if paramstyle == "qmark" else "%s"
+    return _Sql(
+        param=p,
+        take_seqs=f"UPDATE audit_heads SET last_seq = last_seq + {p} WHERE org = {p} RETURNING last_seq, last_time",
+        insert_record=(f"INSERT INTO audit_records ({', '.join(_RECORD_COLUMNS)}) "
+                       f"VALUES ({', '.join([p] * len(_RECORD_COLUMNS))})"),
+        set_time=f"UPDATE audit_heads SET last_time = {p} WHERE org = {p}",
+    )
+
+
+def _insert_new(cursor: Any, claim: Claim, param: str) -> bool:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING (SQLite >= 3.35 and PostgreSQL): True if
+    the row was new. Concurrent transactions inserting the same key wait for each other on
+    the unique index, so exactly one wins. (RETURNING, not rowcount: psycopg reports -1
+    for this statement.)"""
+    columns = list(claim.row)
+    for column in columns:  # names come from our own tables, but never trust them into SQL unchecked
+        if column not in claim.table.c:
+            raise AuditError(f"claim column {column!r} is not in table {claim.table.name}")
+    key = next(iter(claim.table.primary_key.columns)).name
+    values = ", ".join([param] * len(columns))
+    cursor.execute(f"INSERT INTO {claim.table.name} ({', '.join(columns)}) VALUES ({values}) "
+                   f"ON CONFLICT DO NOTHING RETURNING {key}", tuple(claim.row[c] for c in columns))
+    return cursor.fetchone() is not None
 
 
 def _row(record: AuditRecord) -> dict[str, Any]:
