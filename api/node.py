@@ -302,10 +302,11 @@ class Node:
     ready_checks: dict[str, "ReadyCheck"] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)  # extensions park their singletons here
     chain_reads: ChainReads | None = None  # key release's block-pinned reads (attach_ledger_services)
-    # Key release: (asset, version) → CID, and CID → this org's own age header of that CID
-    # (both immutable: versions are append-only, CIDs content-addressed).
+    # Key release: (asset, version) → CID, and CID → the file key of that CID's ciphertext
+    # (both immutable: versions are append-only, CIDs content-addressed; see
+    # api/usecases/release.py _rewrap for why keeping file keys in memory is acceptable).
     version_cids: ImmutableCache = field(default_factory=ImmutableCache)
-    own_headers: ImmutableCache = field(default_factory=ImmutableCache)
+    file_keys: ImmutableCache = field(default_factory=ImmutableCache)
 
     @property
     def address(self) -> str:

@@ -12,6 +12,7 @@ value (when called from our own code) and the JSON/header form of it:
 """
 from __future__ import annotations
 
+import functools
 import re
 
 from eth_utils import is_checksum_address, to_checksum_address
@@ -39,12 +40,23 @@ def parse_uint(value: object, bits: int, field: str) -> int:
 def parse_address(value: object, field: str) -> str:
     """A checksummed address. All-lower or all-upper hex is accepted as is; mixed case
     must carry a correct EIP-55 checksum (a typo there is caught, not silently fixed)."""
+    if isinstance(value, str):
+        return _parse_address_text(value, field)
+    return _parse_address(value, field)
+
+
+def _parse_address(value: object, field: str) -> str:
     if not isinstance(value, str) or not _HEX40.fullmatch(value):
         raise InvalidFieldError(field, f"must be an address (0x + 40 hex digits), got {_show(value)}")
     body = value[2:]
     if body != body.lower() and body != body.upper() and not is_checksum_address(value):
         raise InvalidFieldError(field, f"has an invalid EIP-55 checksum: {value}")
     return to_checksum_address(value)
+
+
+# EIP-55 costs two keccaks a call and a node sees the same few org addresses over and
+# over (only valid inputs are cached: lru_cache does not keep raised errors).
+_parse_address_text = functools.lru_cache(maxsize=4096)(_parse_address)
 
 
 def parse_fixed_bytes(value: object, size: int, field: str) -> bytes:

@@ -143,11 +143,15 @@ def _recipient(value: object, field: str) -> str:
     return text
 
 
-_cached_address = functools.lru_cache(maxsize=4096)(parse_address)  # EIP-55 costs a keccak a call
+@functools.lru_cache(maxsize=8)
+def _private_key(secret: bytes) -> eth_keys.PrivateKey:
+    """The signing key object of an account (a node signs every receipt with the same one;
+    building it derives the public key, an EC multiplication, each time)."""
+    return eth_keys.PrivateKey(secret)
 
 
 def _address(value: object, field: str) -> str:
-    return _cached_address(value, field) if isinstance(value, str) else parse_address(value, field)
+    return parse_address(value, field)  # cached for strings in api.auth._fields
 
 
 def _method(value: object, field: str) -> str:
@@ -244,7 +248,7 @@ class _TypedMessage:
     def sign(self, domain: Eip712Domain, account: LocalAccount) -> bytes:
         """65-byte signature r ‖ s ‖ v (v = 27/28) by `account`, over `digest(domain)` —
         the same signature as account.sign_message(self.signable(domain))."""
-        signature = eth_keys.PrivateKey(bytes(account.key)).sign_msg_hash(self.digest(domain))
+        signature = _private_key(bytes(account.key)).sign_msg_hash(self.digest(domain))
         return signature.r.to_bytes(32, "big") + signature.s.to_bytes(32, "big") + bytes([27 + signature.v])
 
     def recover(self, domain: Eip712Domain, signature: object) -> str:

@@ -39,6 +39,7 @@ nonce, deadline) — never the header or a key. On success the node signs a KeyR
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,7 +53,7 @@ from ledger.audit import AuditKind, AuditRecord
 from ledger.audit.log import Claim, Entry
 from ledger.client import BlockRef, LedgerClient
 from ledger.models import AssetState, Permission
-from vault.age import X25519Recipient, rewrap
+from vault.age import X25519Recipient, header_for, unwrap_file_key
 
 UNAUTHENTICATED_ACTOR = "unauthenticated"
 
@@ -94,7 +95,7 @@ def release_key(node: Node, request: object, signature: object) -> KeyRelease:
                                     reason=reason)
         cid = node.version_cids.get((parsed.asset, parsed.version),
                                     lambda: _version_cid(node, parsed.asset, parsed.version, chain.view.block))
-        header = _rewrap(node, cid, X25519Recipient.parse(parsed.recipient))
+        header = _rewrap(node, cid, _recipient(parsed.recipient))
     except Exception as exc:
         replayed = _audit_denial(node, exc, parsed, verified, chain, claim)
         if replayed is not None:
@@ -196,15 +197,23 @@ def _denial(node: Node, req: KeyRequest, permission: Permission, state: AssetSta
     return "access_denied", "the on-chain policy says no"
 
 
+# bech32 decoding in pure Python; a node serves the same few consumers' recipients over and over
+_recipient = functools.lru_cache(maxsize=4096)(X25519Recipient.parse)
+
+
 def _rewrap(node: Node, cid: str, recipient: X25519Recipient) -> bytes:
-    """The age header of `cid` for `recipient`. The stored ciphertext's header is read from
-    the block store once per CID (Vault.rewrap_for to this org's own recipient: the same
-    file key, a header only this org opens; reading it means reading and verifying the
-    first, up to 1 MiB, block) and kept in node.own_headers — a CID names immutable bytes.
-    Each release then unwraps that header with the org's identity (MAC checked) and writes
-    a fresh one for the consumer. No file key is kept."""
-    own = node.own_headers.get(cid, lambda: node.vault.rewrap_for(cid, node.keys.identity.recipient))
-    return rewrap(own, [node.keys.identity], [recipient])
+    """A fresh age header of `cid`'s file key for `recipient` (new ephemeral X25519 stanza
+    and header MAC, as `rewrap` writes it).
+
+    The file key is unwrapped once per CID — from this org's own header of the stored
+    ciphertext (Vault.rewrap_for to its own recipient; that reads and verifies the first
+    block), MAC checked — and kept in node.file_keys (bounded LRU, a CID names immutable
+    bytes). Keeping it in memory adds no exposure: this process holds the org's age
+    identity, which unwraps every one of those keys anyway; they are never logged,
+    stored or sent except inside a header for an authorised recipient."""
+    file_key = node.file_keys.get(cid, lambda: unwrap_file_key(
+        node.vault.rewrap_for(cid, node.keys.identity.recipient), [node.keys.identity]))
+    return header_for(file_key, [recipient])
 
 
 def _version_cid(node: Node, asset_id: int, version: int, block: BlockRef) -> str:

@@ -39,7 +39,7 @@ Wire formats are documented where they are encoded: _format.py (header), _x25519
 """
 from __future__ import annotations
 
-from ._age import Decryptor, decrypt, encrypt, read_header, rewrap, unwrap_file_key
+from ._age import Decryptor, decrypt, encrypt, header_for, read_header, rewrap, unwrap_file_key
 from ._stream import CHUNK_SIZE
 from ._x25519 import FILE_KEY_SIZE, X25519Identity, X25519Recipient
 
@@ -51,6 +51,7 @@ __all__ = [
     "X25519Recipient",
     "decrypt",
     "encrypt",
+    "header_for",
     "read_header",
     "rewrap",
     "unwrap_file_key",

@@ -77,8 +77,9 @@ def encrypt(
 
 
 def header_for(file_key: bytes, recipients: Sequence[X25519Recipient]) -> bytes:
-    """The age header alone (stanzas + MAC) for `file_key`, for callers that write the
-    payload themselves with _stream.ChunkSealer (the vault facade). Not exported."""
+    """HAZMAT — the age header alone (stanzas + MAC) for `file_key`: for callers that write
+    the payload themselves with _stream.ChunkSealer (the vault facade), and for a key
+    release that re-headers a file key it unwrapped earlier (rewrap in two steps)."""
     recipients = _check_recipients(recipients)
     if not isinstance(file_key, bytes) or len(file_key) != FILE_KEY_SIZE:
         raise InputValidationError(f"file_key must be {FILE_KEY_SIZE} bytes")
