@@ -20,6 +20,7 @@ drives them, ledger/audit/verify.py checks them.
 from __future__ import annotations
 
 import functools
+import weakref
 import time as _time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
@@ -121,6 +122,8 @@ class AuditLog:
         self.clock = clock
         self._trees: dict[tuple[int, int], AuditTree] = {}
         self._group: GroupCommit[_Append, tuple[AuditRecord, bool]] = GroupCommit(self._write)
+        self._writer: Any = None  # the DB-API connection group commits use (see _write)
+        self._finalizer: weakref.finalize | None = None
         if create_tables:
             SQLModel.metadata.create_all(engine, tables=list(t.TABLES))
         self._ensure_head()
@@ -155,13 +158,15 @@ class AuditLog:
         """One transaction for a batch of appends (GroupCommit calls this from one thread at
         a time per log; other processes serialise on the head row).
 
-        Plain SQL on the DB-API cursor of the SQLAlchemy transaction: this runs once per
-        key release, and building and compiling the Core statements cost more CPU than the
-        database work itself (see benchmarks/keyrelease.py)."""
+        Plain SQL on a DB-API connection kept for appends (_connection): this runs once
+        per key release, and building and compiling SQLAlchemy Core statements (and a pool
+        checkout per transaction) cost more CPU than the database work itself (see
+        benchmarks/keyrelease.py)."""
         sql = _sql(self.engine.dialect.paramstyle)
         out: list[tuple[AuditRecord, bool]] = []
-        with self.engine.begin() as conn:
-            cursor = conn.connection.cursor()
+        conn = self._connection()
+        try:
+            cursor = conn.cursor()
             try:
                 cursor.execute(sql.take_seqs, (len(items), self.org))
                 last, last_time = cursor.fetchone()
@@ -181,7 +186,32 @@ class AuditLog:
                     cursor.execute(sql.set_time, (now, self.org))
             finally:
                 cursor.close()
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:  # the connection itself is broken: the next batch opens a new one
+                self.close()
+            raise
         return out
+
+    def _connection(self) -> Any:
+        """One DB-API connection kept for appends: GroupCommit runs one batch at a time, so
+        it is never shared, and checking one out of the pool for every batch cost as much
+        as the batch's SQL."""
+        if self._writer is None:
+            self._writer = self.engine.raw_connection()
+            self._finalizer = weakref.finalize(self, _close_quietly, self._writer)
+        return self._writer
+
+    def close(self) -> None:
+        """Release the append connection (appending later opens a new one)."""
+        writer, self._writer = self._writer, None
+        if self._finalizer is not None:
+            self._finalizer.detach()
+            self._finalizer = None
+        if writer is not None:
+            _close_quietly(writer)
 
     # -- reading -------------------------------------------------------------------------
 
@@ -368,6 +398,13 @@ class AuditLog:
             batch_index=batch.batch_index, tx_hash=bytes.fromhex(batch.tx_hash.removeprefix("0x")),
             block=batch.block, org=self.org, chain_id=batch.chain_id, contract=batch.contract,
         )
+
+
+def _close_quietly(conn: Any) -> None:
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - closing a connection that already broke
+        pass
 
 
 _RECORD_COLUMNS = ("org", "seq", "kind", "time", "actor", "asset_id", "version", "record_hash", "canonical")

@@ -139,3 +139,14 @@ def test_a_bad_record_rolls_back_its_claim_but_not_its_batch_mates(log):
         keys = {row.k for row in conn.execute(select(table.c.k))}
     assert keys == {f"n{i}" for i in range(6) if i != 2}  # the failed record's claim rolled back
     assert audit.last_seq() == 5 and [r.seq for r in audit.iter_raw()] == [1, 2, 3, 4, 5]
+
+
+def test_a_broken_append_connection_is_replaced(log):
+    audit, _ = log
+    assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 1
+    audit._writer.dbapi_connection.close()  # the database connection dies under the log
+    with pytest.raises(Exception):
+        audit.append(AuditKind.JOB_RUN, "analytics")
+    assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 2  # a new connection; no seq lost
+    audit.close()
+    assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 3 and audit.last_seq() == 3
