@@ -60,13 +60,18 @@ class Anchorer:
         return oldest is not None and int(self.clock()) - oldest >= self.every_ms
 
     def anchor_pending(self) -> list[AuditBatch]:
-        """Anchor everything logged so far; the batches handled, in order. Stops at the
-        first batch whose transaction fails: it is returned still pending, with
-        `attempts` and `last_error` updated, and is retried on the next call."""
+        """Anchor everything logged up to this call; the batches handled, in order. Stops
+        at the first batch whose transaction fails: it is returned still pending, with
+        `attempts` and `last_error` updated, and is retried on the next call.
+
+        Records appended while this runs wait for the next call: under a steady stream of
+        appends, "everything so far" would never end and the loop would send anchor after
+        anchor back to back, ignoring every_records / every_seconds."""
         handled: list[AuditBatch] = []
+        until = self.log.last_seq()
         while True:
             pending = self.log.batches(status=t.PENDING)
-            batch = pending[0] if pending else self._form_batch()
+            batch = pending[0] if pending else self._form_batch(until)
             if batch is None:
                 return handled
             batch = self._anchor(batch)
@@ -89,8 +94,8 @@ class Anchorer:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _form_batch(self) -> AuditBatch | None:
-        start, last = self.log.batched_seq() + 1, self.log.last_seq()
+    def _form_batch(self, until: int) -> AuditBatch | None:
+        start, last = self.log.batched_seq() + 1, until
         if last < start:
             return None
         end = min(last, start + self.max_batch - 1)

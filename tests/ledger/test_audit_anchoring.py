@@ -93,6 +93,22 @@ def test_one_transaction_per_batch_covering_the_tail(log):
     assert anchorer.anchor_pending() == [] and len(sink.sent) == 2
 
 
+def test_records_appended_while_anchoring_wait_for_the_next_call(log):
+    """Under a steady stream of appends, one call must not chase the tail forever (it used
+    to send anchor after anchor back to back, ignoring every_records/every_seconds)."""
+
+    class Busy(FakeAnchors):
+        def submit(self, from_seq, to_seq, root):
+            _fill(log, 2)  # a release lands while the transaction is on its way
+            return super().submit(from_seq, to_seq, root)
+
+    sink = Busy()
+    _fill(log, 3)
+    batches = Anchorer(log, sink, max_batch=2).anchor_pending()
+    assert [(b.from_seq, b.to_seq) for b in batches] == [(1, 2), (3, 3)]  # up to seq 3, as of the call
+    assert log.last_seq() == 7 and log.batched_seq() == 3
+
+
 def test_large_backlog_is_split_into_bounded_batches(log):
     sink = FakeAnchors()
     _fill(log, 10)
