@@ -16,6 +16,14 @@ Background work (event indexer, audit anchoring, nonce pruning) runs as named lo
 `BackgroundLoops` registry, started and stopped by the app's lifespan and reported by
 /readyz. Owners add theirs through `LOOP_FACTORIES` (a callable taking the NodeContext
 and registering loops) or `create_app(loop_factories=...)`.
+
+Several worker processes of one org (`twinledger serve --workers N`, api/workers.py) build
+their apps with `create_app(loop_lock=<org dir>/loops.lock)`: the loops then run only in
+the worker holding that lock (api/leadership.py). The others are standbys: their indexer
+is a follower (waits poll the database the leader indexes), /readyz reports
+"standby: loops run in worker pid X" as passing, and every STANDBY_RETRY_SECONDS they try
+the lock again — a leader that died (even by SIGKILL) is replaced by the first standby to
+get it.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ import asyncio
 import importlib.metadata
 import inspect
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -42,6 +51,7 @@ from api.auth import Eip712Domain, LedgerOrgDirectory, NonceStore, OrgDirectory,
 from api.errors import ConfigError
 from api.http_errors import problem_response, reason_code, register_exception_handlers
 from api.keystore import OrgKeys, load_org_keys
+from api.leadership import LoopLeadership
 from api.node import Node, anchoring_loop, attach_ledger_services, indexer_loop, node_web3
 from api.routers.health import Metrics, MetricsMiddleware, ReadyCheck
 from api.settings import NodeSettings, load_settings
@@ -59,6 +69,7 @@ log = logging.getLogger("twinledger.api")
 
 HEALTH_RPC_TIMEOUT = 3.0
 LOOP_MAX_FAILURES = 3  # consecutive failed steps after which a loop reports "failing"
+STANDBY_RETRY_SECONDS = 2.0  # how often a standby worker tries to take the loops over
 
 
 # -- background loops ----------------------------------------------------------------
@@ -98,6 +109,9 @@ class BackgroundLoops:
     def __init__(self) -> None:
         self._loops: dict[str, _Loop] = {}
         self._stop: asyncio.Event | None = None
+        # Set while another worker process of the node runs the loops: why they are not
+        # started here (reported by /readyz as passing).
+        self.standby: str | None = None
 
     def add(self, name: str, step: Callable[[], Any], *, interval: float) -> None:
         if interval <= 0:
@@ -121,16 +135,24 @@ class BackgroundLoops:
             coro = self._periodic(loop) if loop.step is not None else self._task(loop)
             loop.task = asyncio.create_task(coro, name=f"twinledger-loop-{loop.status.name}")
 
-    async def stop(self, timeout: float = 10.0) -> None:
+    @property
+    def started(self) -> bool:
+        return self._stop is not None
+
+    async def stop(self, timeout: float = 10.0) -> int:
+        """Stop every loop; the number that did not end within `timeout` (cancelled, but
+        a step already running in a worker thread goes on until it returns)."""
         if self._stop is None:
-            return
+            return 0
         self._stop.set()
         tasks = [loop.task for loop in self._loops.values() if loop.task is not None]
-        if tasks:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        if not tasks:
+            return 0
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
 
     async def _periodic(self, loop: _Loop) -> None:
         assert self._stop is not None and loop.step is not None and loop.status.interval is not None
@@ -310,13 +332,17 @@ def create_app(
     extra_ready_checks: dict[str, ReadyCheck] | None = None,
     indexer: Indexer | None = None,
     extensions: Sequence[Extension] | None = None,
+    loop_lock: Path | None = None,
 ) -> FastAPI:
     """Build the node's FastAPI app. Anything not injected is built from `settings`
     (themselves from the environment when None). Raises ConfigError/KeystoreError/
     DeploymentError with a clear message when the node cannot be assembled.
 
     `extensions` (default: the installed twinledger.node_extensions entry points) are
-    installed last with `install(app, node)`: they may add routers and loops."""
+    installed last with `install(app, node)`: they may add routers and loops.
+
+    `loop_lock`: one of several processes serving this node's database — run the
+    background loops only while holding an exclusive lock on this file (see above)."""
     settings = settings if settings is not None else load_settings()
     if keys is None:
         keys = load_org_keys(settings.home, settings.org_dir.name, settings.read_passphrase())
@@ -355,6 +381,7 @@ def create_app(
 
     app = FastAPI(title=f"TwinLedger node ({keys.name})", version="1", lifespan=_lifespan)
     app.state.node = node
+    app.state.loop_leadership = LoopLeadership(loop_lock) if loop_lock is not None else None
     register_exception_handlers(app)
     app.include_router(api_router)
     app.add_middleware(MinBlockConsistency, node=node)
@@ -368,16 +395,59 @@ def create_app(
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     node: NodeContext = app.state.node
-    await node.loops.start()
+    leadership: LoopLeadership | None = app.state.loop_leadership
+    standby: asyncio.Task | None = None
+    if leadership is None or leadership.try_acquire():
+        await node.loops.start()
+    else:
+        _enter_standby(node, leadership)  # before the first request: waits must not sync
+        standby = asyncio.create_task(_stand_by(node, leadership), name="twinledger-loops-standby")
     log.info("node %s (%s) started on chain %s", node.keys.name, node.address, node.deployment.chain_id)
     try:
         yield
     finally:
-        await node.loops.stop()
-        close = getattr(node.blockstore, "close", None)
-        if callable(close):
-            close()
-        node.engine.dispose()
+        if standby is not None:
+            standby.cancel()
+            await asyncio.gather(standby, return_exceptions=True)
+        unfinished = await node.loops.stop()
+        if leadership is not None and not unfinished:
+            # A step still running in a thread keeps the lock until the process exits, so
+            # no successor's anchorer ever overlaps it.
+            leadership.release()
+        close_node(node)
+
+
+def close_node(node: NodeContext) -> None:
+    """Release what a built node holds (block store client, database connections)."""
+    close = getattr(node.blockstore, "close", None)
+    if callable(close):
+        close()
+    node.engine.dispose()
+
+
+def _enter_standby(node: NodeContext, leadership: LoopLeadership) -> None:
+    holder = leadership.holder()
+    node.loops.standby = f"standby: loops run in worker pid {holder if holder is not None else '?'}"
+    if node.indexer is not None:
+        node.indexer.follower = True
+
+
+async def _stand_by(node: NodeContext, leadership: LoopLeadership) -> None:
+    """Retry the loop lock until it is free (its holder ended), then run the loops here."""
+    while True:
+        await asyncio.sleep(STANDBY_RETRY_SECONDS)
+        try:
+            if leadership.try_acquire():
+                break
+        except OSError as exc:  # e.g. the org directory briefly unwritable: keep trying
+            log.warning("cannot try the loop lock %s: %s", leadership.path, exc)
+            continue
+        _enter_standby(node, leadership)  # the holder may have changed
+    if node.indexer is not None:
+        node.indexer.follower = False
+    node.loops.standby = None
+    await node.loops.start()
+    log.warning("worker %d took over the background loops of node %s", os.getpid(), node.keys.name)
 
 
 def _default_ready_checks(node: NodeContext) -> dict[str, ReadyCheck]:
@@ -401,13 +471,16 @@ def _default_ready_checks(node: NodeContext) -> dict[str, ReadyCheck]:
         except Exception as exc:
             raise RuntimeError(f"database unavailable ({type(exc).__name__})") from None
 
-    def loops() -> None:
+    def loops() -> str | None:
+        if node.loops.standby is not None and not node.loops.started:
+            return node.loops.standby
         problems = node.loops.problems()
         if problems:
             raise RuntimeError("; ".join(problems))
+        return None
 
     return {"chain": chain, "database": database, "loops": loops}
 
 
 __all__ = ["BackgroundLoops", "BodySizeLimit", "EXTENSION_GROUP", "LOOP_FACTORIES", "LoopStatus", "Node", "NodeContext",
-           "create_app", "load_extensions"]
+           "STANDBY_RETRY_SECONDS", "close_node", "create_app", "load_extensions"]

@@ -28,6 +28,7 @@ DEFAULT_PASSPHRASE_ENV = "TWINLEDGER_PASSPHRASE"
 ORG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 GiB = 1 << 30
 MiB = 1 << 20
+MAX_WORKERS = 32
 
 
 def check_org_name(name: str) -> str:
@@ -46,6 +47,9 @@ class NodeSettings(BaseSettings):
     org: str | None = Field(None, description="Name of the organisation this node serves (<home>/orgs/<org>).")
     host: str = Field("127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(8700, ge=1, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(
+        1, ge=1, le=MAX_WORKERS, description="Worker processes sharing the port (twinledger serve --workers); "
+                                             "1 = one in-process server.")
     rpc_url: str = Field("http://127.0.0.1:8545", description="JSON-RPC URL of the EVM node.")
     manifest: Path | None = Field(None, description="Deployment manifest; default <home>/devnet/deployment.json.")
     database_url: str | None = Field(

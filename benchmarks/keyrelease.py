@@ -1,7 +1,7 @@
 """Key release under concurrent consumers, over real HTTP on loopback.
 
-Starts a devnet and ONE owner node (a real `twinledger serve` process, tests/e2e/cluster.py),
-registers --orgs consumer organisations and grants each READ on a published version. Then,
+Starts a devnet and ONE owner node (a real `twinledger serve` process, tests/e2e/cluster.py,
+with --workers worker processes: TWINLEDGER_WORKERS, default 2 = this 2-core machine), registers --orgs consumer organisations and grants each READ on a published version. Then,
 with --consumers concurrent consumers (closed loop: each sends its next request when the
 previous answer is in), split over --client-procs client processes (threads inside, one
 keep-alive http.client connection each, so the client's own GIL is not the bottleneck):
@@ -17,10 +17,11 @@ Latency = one HTTP exchange (send → full answer), measured in the client; in (
 signing time is reported apart (`client_sign_ms`). Prints ONE JSON line: releases/s,
 latency p50/p90/p99/max per phase, errors, and the number of `key_released` audit records
 the node wrote for these consumers — which must equal the releases served in (2) + (3)
-(`audit_equals_releases`). Targets: >= 300 releases/s, p99 <= 100 ms.
+(`audit_equals_releases`). The node's CPU (`node_cpu_ms_per_release`) is that of the serve
+process and all its descendants (the workers). Targets: >= 300 releases/s, p99 <= 100 ms.
 
     .venv/bin/python benchmarks/keyrelease.py [--consumers 8] [--requests 2000] [--orgs 4] [--client-procs 2]
-                                              [--anchor-every-records N]
+                                              [--anchor-every-records N] [--workers 2]
 """
 from __future__ import annotations
 
@@ -159,10 +160,44 @@ def hammer(url: str, jobs: list[Job], procs: int) -> dict:
     return result
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process `pid` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _stat(pid: int) -> list[str]:
+    """Fields of /proc/<pid>/stat after the command name (index 0 = state, 1 = ppid)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants now (the serve process and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                children.setdefault(int(_stat(int(entry))[1]), []).append(int(entry))
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU time so far of each of `pids` still running (Linux /proc)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = _stat(pid)
+        except OSError:
+            continue
+        out[pid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(idle, total) CPU jiffies of the whole machine so far (/proc/stat)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)
 
 
 def _phase(result: dict) -> dict:
@@ -170,15 +205,17 @@ def _phase(result: dict) -> dict:
             "releases_per_s": result["per_s"], "latency_ms": result["latency_ms"], "mean_ms": result["mean_ms"],
             "duration_s": result["duration_s"],
             "node_cpu_ms_per_release": round(result["node_cpu_s"] * 1000 / result["ok"], 2) if result["ok"] else None,
+            "node_cpu_split_s": result["node_cpu_split_s"], "machine_idle_pct": result["machine_idle_pct"],
             **({"client_sign_ms": result["client_sign_ms"]} if "client_sign_ms" in result else {}),
             "meets_targets": {"releases_per_s": (result["per_s"] or 0) >= TARGET_RPS,
                               "p99_ms": result["latency_ms"]["p99"] <= TARGET_P99_MS}}
 
 
-def run(consumers: int, requests: int, orgs: int, size: int, procs: int, anchor_every: int | None) -> dict:
+def run(consumers: int, requests: int, orgs: int, size: int, procs: int, anchor_every: int | None,
+        workers: int) -> dict:
     env = {} if anchor_every is None else {"TWINLEDGER_ANCHOR_EVERY_RECORDS": str(anchor_every)}
     with tempfile.TemporaryDirectory(prefix="tl-keyrelease-") as tmp, \
-            Cluster(Path(tmp) / "home", ["owner"], anchor_every_seconds=2.0, env=env) as cluster:
+            Cluster(Path(tmp) / "home", ["owner"], anchor_every_seconds=2.0, env=env, workers=workers) as cluster:
         owner = cluster.client("owner")
         admin = LedgerClient.connect(cluster.rpc_url, cluster.root / "devnet" / "deployment.json", dev_account(0))
         members = []
@@ -213,9 +250,17 @@ def run(consumers: int, requests: int, orgs: int, size: int, procs: int, anchor_
         pid = cluster.nodes["owner"].proc.pid
 
         def measured(jobs: list[Job]) -> dict:
-            cpu0 = cpu_seconds(pid)
+            tree = process_tree(pid)  # serve + its workers (a worker restarted meanwhile would be missed)
+            cpu0, jiffies0 = cpu_seconds(tree), machine_jiffies()
             result = hammer(url, jobs, procs)
-            result["node_cpu_s"] = cpu_seconds(pid) - cpu0  # includes the node's background loops
+            cpu1, jiffies1 = cpu_seconds(tree), machine_jiffies()
+            idle, total = (b - a for a, b in zip(jiffies0, jiffies1))
+            result["machine_idle_pct"] = round(100 * idle / total, 1) if total else None
+            # includes the node's background loops
+            used = {p: cpu1[p] - cpu0[p] for p in cpu1 if p in cpu0}
+            result["node_cpu_s"] = sum(used.values())
+            # per process, busiest first: how evenly the kernel spread the connections
+            result["node_cpu_split_s"] = sorted((round(v, 2) for v in used.values() if v >= 0.05), reverse=True)
             return result
 
         per = [len(b) for b in bodies]
@@ -245,7 +290,7 @@ def run(consumers: int, requests: int, orgs: int, size: int, procs: int, anchor_
     served = presigned["ok"] + on_the_fly["ok"]
     return {
         "benchmark": "keyrelease",
-        "consumers": consumers, "client_procs": procs, "anchor_every_records": anchor_every or "node default", "orgs": orgs, "requests_per_phase": requests,
+        "consumers": consumers, "client_procs": procs, "node_workers": workers, "anchor_every_records": anchor_every or "node default", "orgs": orgs, "requests_per_phase": requests,
         "payload_bytes": size,
         "presigned": _phase(presigned), "sign_on_the_fly": _phase(on_the_fly),
         "releases": served, "audit_key_released": released, "audit_equals_releases": released == served,
@@ -267,11 +312,15 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2, help="client processes the consumers are split over")
     parser.add_argument("--anchor-every-records", type=int, default=None,
                         help="the node's audit batch size (default: the node's own default)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="node worker processes (twinledger serve --workers; default 2, one per core here)")
     args = parser.parse_args()
     if min(args.consumers, args.requests, args.orgs, args.client_procs) < 1:
         parser.error("--consumers, --requests, --orgs and --client-procs must be >= 1")
+    if not 1 <= args.workers <= 32:
+        parser.error("--workers must be 1..32")
     print(json.dumps(run(args.consumers, args.requests, args.orgs, args.size, args.client_procs,
-                         args.anchor_every_records), sort_keys=True))
+                         args.anchor_every_records, args.workers), sort_keys=True))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,13 @@ nonce lets many threads pipeline transactions from one account without asking th
 between sends. After any submit error (or "nonce too low") the next nonce is resynced
 from the node's `pending` transaction count.
 
+Several PROCESSES sending as one account (the worker processes of `twinledger serve
+--workers N`) pass the same `nonce_lock` file: "allocate → sign → submit" then also holds
+an exclusive flock on it, and the next nonce is read from the node's pending count each
+time (another process may have used nonces since), so processes never race for a nonce —
+racing, they exhaust the retries ("could not find a free nonce") and two identical
+transactions at one nonce collapse into one hash ("already known").
+
 Retries: only transient RPC failures (connection errors, timeouts, HTTP 429/5xx) are
 retried, with exponential backoff. Re-submitting the *same signed bytes* is always safe
 (same nonce, same hash); a transaction is re-signed under a new nonce only after its
@@ -13,10 +20,14 @@ hash was looked up and the node does not know it.
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import requests
@@ -87,7 +98,7 @@ class TransactionSender:
 
     def __init__(self, w3: Web3, account: LocalAccount, *, receipt_timeout: float = 60, retries: int = 3,
                  backoff: float = 0.2, poll_interval: float = 0.05,
-                 min_priority_fee: int = MIN_PRIORITY_FEE) -> None:
+                 min_priority_fee: int = MIN_PRIORITY_FEE, nonce_lock: Path | None = None) -> None:
         if retries < 0 or receipt_timeout <= 0:
             raise TransactionError("retries must be >= 0 and receipt_timeout > 0")
         self.w3 = w3
@@ -100,6 +111,7 @@ class TransactionSender:
         self._lock = threading.Lock()
         self._next_nonce: int | None = None
         self._chain_id: int | None = None
+        self.nonce_lock = nonce_lock  # a file every process sending as this account locks
 
     @property
     def address(self) -> str:
@@ -158,6 +170,22 @@ class TransactionSender:
 
     # -- sending -----------------------------------------------------------------------
 
+    @contextmanager
+    def _nonce_section(self) -> Iterator[None]:
+        """Exclusive use of the account's nonces: among this sender's threads and, with a
+        nonce_lock, among every process locking the same file."""
+        with self._lock:
+            if self.nonce_lock is None:
+                yield
+                return
+            fd = os.open(self.nonce_lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._next_nonce = None  # another process may have sent since we last held it
+                yield
+            finally:
+                os.close(fd)  # drops the flock
+
     def submit(self, to: str | None, data: str, *, value: int = 0, gas: int | None = None) -> str:
         """Sign and submit; returns the transaction hash ("0x…") without waiting.
         Without `gas`, gas is estimated first (a revert is raised decoded here)."""
@@ -165,7 +193,7 @@ class TransactionSender:
             gas = self.estimate_gas(to, data, value)
         fees = self.fees()
         chain_id = self.chain_id()
-        with self._lock:
+        with self._nonce_section():
             for _ in range(self.retries + 1):
                 nonce = self._next_nonce if self._next_nonce is not None else self._pending_nonce()
                 tx = {"type": 2, "chainId": chain_id, "nonce": nonce, "gas": gas, "value": value,

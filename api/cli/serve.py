@@ -4,6 +4,10 @@ Settings come from TWINLEDGER_* variables; the flags here override them. The key
 passphrase is read from $TWINLEDGER_PASSPHRASE (or TWINLEDGER_PASSPHRASE_ENV names
 another variable, or TWINLEDGER_PASSPHRASE_FILE a file). Without TWINLEDGER_RPC_URL or
 --rpc the node talks to the local devnet of its home.
+
+`--workers N` (TWINLEDGER_WORKERS, 1..32, default 1): N >= 2 serves the port from N
+worker processes under uvicorn's supervisor (api/workers.py) — one process per core is
+what lifts a CPU-bound node past one core. With 1 the node runs in this process.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from typing import Annotated
 import typer
 
 from api.cli.org import HomeOpt, cli_errors, default_rpc, home_dir
+from api.settings import MAX_WORKERS
 
 
 def _prefer_fast_keccak() -> None:
@@ -44,6 +49,9 @@ def serve(
     rpc: Annotated[str | None, typer.Option("--rpc", metavar="URL", help="EVM JSON-RPC URL",
                                             show_default=False)] = None,
     home: HomeOpt = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", envvar="TWINLEDGER_WORKERS", min=1, max=MAX_WORKERS, show_default=False,
+        help=f"Worker processes sharing the port (1..{MAX_WORKERS}) [default: 1]")] = None,
 ) -> None:
     """Run the organisation's node until interrupted."""
     _prefer_fast_keccak()  # before anything hashes: eth-hash picks its backend at the first call
@@ -57,8 +65,18 @@ def serve(
     base = home_dir(home) if home is not None else None
     if rpc is None and "TWINLEDGER_RPC_URL" not in os.environ:
         rpc = default_rpc(base or Path(os.environ.get("TWINLEDGER_HOME") or "~/.twinledger").expanduser())
-    settings = load_settings(org=org, port=port, host=host, rpc_url=rpc, home=base)
+    settings = load_settings(org=org, port=port, host=host, rpc_url=rpc, home=base, workers=workers)
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    if settings.workers > 1:
+        from api.workers import prepare_node, run_workers
+
+        prepare_node(settings)
+        typer.echo(f"serving {settings.org} on http://{settings.host}:{settings.port} with {settings.workers} "
+                   f"workers (chain {settings.rpc_url})", err=True)
+        status = run_workers(settings)
+        if status:
+            raise typer.Exit(status)
+        return
     app = create_app(settings)
     typer.echo(f"serving {settings.org} on http://{settings.host}:{settings.port} (chain {settings.rpc_url})",
                err=True)

@@ -16,7 +16,10 @@ re-indexes from there. `confirmations` keeps the indexer that many blocks behind
 head, so that on a chain with reorgs it rarely has to.
 
 Read-your-writes. `wait_until_indexed(block)` returns once the checkpoint reaches
-`block`: with a `run()` loop in the process it waits for it; without one it syncs itself.
+`block`: with a `run()` loop in the process it waits for it; without one it syncs itself
+— unless the indexer is a `follower` (a node worker process whose sibling runs the
+indexer loop on the same database, api/app.py): then it only polls the checkpoint, so
+two processes never index at once.
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ from ledger.indexer.tables import (
 log = logging.getLogger(__name__)
 
 _REPLAY_PAGE = 1000
+FOLLOW_POLL_SECONDS = 0.02  # how often a follower re-reads the checkpoint while waiting
 
 
 class _ChainMoved(Exception):
@@ -63,6 +67,7 @@ class Indexer:
 
     `batch_blocks` bounds each eth_getLogs range (and each DB transaction);
     `confirmations` keeps indexing that many blocks behind the chain head.
+    `follower = True`: another process indexes this database; waits only poll it.
     """
 
     def __init__(self, w3: Web3, deployment: Deployment, engine: Engine, *, batch_blocks: int = 2000,
@@ -83,6 +88,7 @@ class Indexer:
         self._running = 0
         self._chain_checked = False
         self._tables_ready = False
+        self.follower = False
 
     # ------------------------------------------------------------------ setup
 
@@ -202,6 +208,9 @@ class Indexer:
             if self._running:
                 with self._progress:
                     self._progress.wait(min(remaining, 0.5))
+                continue
+            if self.follower:  # the indexing process moves the checkpoint; never sync here
+                time.sleep(min(remaining, FOLLOW_POLL_SECONDS))
                 continue
             try:
                 self.sync_once()

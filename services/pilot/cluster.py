@@ -11,7 +11,8 @@ process, contracts deployed) on a free port; the organisations' keys (in-process
 `twinledger org init --insecure-fast-kdf` subprocesses and the first org registered through
 `twinledger org register`, to exercise the CLI); registration by the devnet admin (dev
 account 0); gas money for each org's account (anvil_setBalance); then `twinledger serve`
-for every org on a free port, each in its own process group, until its /readyz answers 200.
+for every org on a free port, each in its own process group, until its /readyz answers 200
+(with `workers=N`, TWINLEDGER_WORKERS: until N distinct worker processes answered it).
 
 Teardown (`stop()`, also after a failure half-way, on Ctrl-C and SIGTERM when the caller
 turns those into exceptions): SIGTERM to each node's process group, SIGKILL after a grace
@@ -69,7 +70,8 @@ class Cluster:
     """A devnet plus one `twinledger serve` per org under `root` (the TWINLEDGER_HOME)."""
 
     def __init__(self, root: Path, names: Sequence[str], *, anchor_every_seconds: float = 1.0,
-                 env: dict[str, str] | None = None, fast_register: bool = True, cli_setup: bool = False) -> None:
+                 env: dict[str, str] | None = None, fast_register: bool = True, cli_setup: bool = False,
+                 workers: int | None = None) -> None:
         self.root = Path(root)
         self.fast_register = fast_register
         self.cli_setup = cli_setup
@@ -82,6 +84,9 @@ class Cluster:
         self.env = {**base, "TWINLEDGER_HOME": str(self.root), "TWINLEDGER_PASSPHRASE": PASSPHRASE,
                     "TWINLEDGER_ANCHOR_EVERY_SECONDS": str(anchor_every_seconds), "PYTHONUNBUFFERED": "1",
                     **(env or {})}
+        if workers is not None:
+            self.env["TWINLEDGER_WORKERS"] = str(workers)
+        self.workers = int(self.env.get("TWINLEDGER_WORKERS", "1"))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -148,15 +153,22 @@ class Cluster:
                                          start_new_session=True, preexec_fn=die_with_parent)
 
     def wait_ready(self, node: OrgNode, timeout: float = READY_TIMEOUT) -> None:
+        """Until /readyz answers 200 — from every worker process when there are several
+        (each request on a new connection, so the kernel hands them to any worker)."""
         deadline = time.monotonic() + timeout
         last = "no answer"
+        ready_workers: set[str] = set()
         while time.monotonic() < deadline:
             if node.proc is not None and node.proc.poll() is not None:
                 raise ClusterError(f"node {node.name} exited with {node.proc.returncode}:\n{self.log_tail(node)}")
             try:
                 answer = httpx.get(f"{node.url}/readyz", timeout=2.0)
                 if answer.status_code == 200:
-                    return
+                    ready_workers.add(answer.headers.get("x-twinledger-worker", "the node"))
+                    if len(ready_workers) >= self.workers:
+                        return
+                    time.sleep(0.05)
+                    continue
                 last = answer.text[:300]
             except httpx.HTTPError as exc:
                 last = type(exc).__name__
