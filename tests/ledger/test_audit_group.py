@@ -150,3 +150,30 @@ def test_a_broken_append_connection_is_replaced(log):
     assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 2  # a new connection; no seq lost
     audit.close()
     assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 3 and audit.last_seq() == 3
+
+
+def _append_in_process(db: str, n: int, queue) -> None:
+    from ledger.audit import AuditKind as Kind, AuditLog as Log
+    from ledger.db import make_engine as engine_for
+
+    log = Log(engine_for(db), ORG, create_tables=False)
+    queue.put([log.append(Kind.KEY_RELEASED, f"p{n}", 1, i).seq for i in range(25)])
+
+
+def test_processes_appending_to_one_sqlite_log_take_turns(tmp_path):
+    """Worker processes of one node append to one SQLite file: seqs stay gapless and unique,
+    and the writers serialise on the side lock file next to the database."""
+    import multiprocessing
+
+    db = f"sqlite:///{tmp_path / 'node.db'}"
+    log = AuditLog(make_engine(db), ORG)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_append_in_process, args=(db, n, queue)) for n in range(3)]
+    for p in procs:
+        p.start()
+    seqs = sorted(s for _ in procs for s in queue.get(timeout=60))
+    for p in procs:
+        p.join(30)
+    assert seqs == list(range(1, 76)) and log.last_seq() == 75
+    assert (tmp_path / "node.db.audit-lock").exists()
