@@ -25,9 +25,9 @@ Durability: a block is written to a temp file in its shard directory and renamed
 place, so a reader never sees a partial block. With `sync=True` (default) each put fsyncs
 the file before the rename and the directory after it. Inside `with store.batch():` the
 fsyncs are deferred: by default to the end of the batch (one pass over the written files,
-then each shard directory once); with `batch(background=True)` a thread fsyncs each block
-file, then its shard directory, as soon as the file is renamed into place, while the
-caller goes on writing, and the end of the batch waits for that thread. Either way, when
+then each shard directory once); with `batch(background=True)` two threads fsync each
+block file, then its shard directory, as soon as the file is renamed into place, while the
+caller goes on writing, and the end of the batch waits for them. Either way, when
 the outermost batch exits, every block put inside it (bytes and directory entry) is
 durable, and a failed fsync is raised there. A crash inside an unfinished batch can
 leave torn blocks, which are detected on read (hash check) and replaced by the next put
@@ -213,13 +213,15 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
 
 class _Flusher:
     """The fsyncs of one batch. Deferred (default): remember the files and shard
-    directories, fsync them all in finish() (each directory once). background=True: a
-    thread fsyncs each file and then its shard directory as soon as the file is submitted
-    (after its rename), overlapping the disk writes with the caller's work; a bounded
-    queue keeps at most _DEPTH descriptors waiting, and finish() waits for the thread.
-    finish() re-raises the first failure."""
+    directories, fsync them all in finish() (each directory once). background=True:
+    _THREADS threads fsync each file and then its shard directory as soon as the file is
+    submitted (after its rename), overlapping the disk writes with the caller's work (two
+    fsyncs in flight keep the disk busier than one); a bounded queue keeps at most _DEPTH
+    descriptors waiting, and finish() waits for the threads. finish() re-raises the first
+    failure."""
 
     _DEPTH = 64
+    _THREADS = 2
 
     def __init__(self, background: bool) -> None:
         self._lock = threading.Lock()
@@ -228,11 +230,13 @@ class _Flusher:
         self._error: BaseException | None = None
         self._closed = False
         self._queue: queue.Queue[tuple[int, Path] | None] | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         if background:
             self._queue = queue.Queue(self._DEPTH)
-            self._thread = threading.Thread(target=self._run, name="blockstore-fsync", daemon=True)
-            self._thread.start()
+            for n in range(self._THREADS):
+                thread = threading.Thread(target=self._run, name=f"blockstore-fsync{n}", daemon=True)
+                thread.start()
+                self._threads.append(thread)
 
     def _run(self) -> None:
         assert self._queue is not None
@@ -243,7 +247,7 @@ class _Flusher:
                     os.fsync(fd)
                     _fsync_dir(shard)  # the rename into it came before: it is covered
             except BaseException as exc:  # re-raised by finish()
-                self._error = exc
+                self._error = self._error or exc
             finally:
                 os.close(fd)
 
@@ -268,9 +272,11 @@ class _Flusher:
     def finish(self) -> None:
         with self._lock:
             self._closed = True
-        if self._queue is not None and self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
+        if self._queue is not None:
+            for _ in self._threads:
+                self._queue.put(None)
+            for thread in self._threads:
+                thread.join()
         if self._error is not None:
             raise self._error
         _flush(self._files, self._dirs)
@@ -321,9 +327,13 @@ class FilesystemBlockstore(_Pinning):
             if path.stat().st_size == len(data):
                 return  # content-addressed: already there (a torn copy would differ in size)
         shard = path.parent
-        shard.mkdir(exist_ok=True)
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:  # the shard's first block: one mkdir, not one per put
+            shard.mkdir(exist_ok=True)
+            fd = os.open(tmp, flags, 0o666)
         flusher = self._flusher if self._sync else None
         try:
             _write_all(fd, data)
@@ -379,7 +389,7 @@ class FilesystemBlockstore(_Pinning):
         """Defer the fsyncs of the puts inside the block (nestable); every block put inside
         it is durable once the outermost batch exits. Default: all fsyncs at the end.
         background=True (outermost batch only): each block file and then its shard
-        directory are fsynced by a background thread while the caller goes on, so the end
+        directory are fsynced by background threads while the caller goes on, so the end
         only waits for the last few."""
         with self._lock:
             self._batch_depth += 1

@@ -11,20 +11,22 @@ the owner's recipient, then the STREAM payload), imported as a UnixFS file with 
 vault's profile, so `ipfs cat <cid> | age -d -i owner.key` works, and a consumer given a
 new header opens `new header ‖ payload` with any age implementation.
 
-Pipeline and memory. seal: the caller's thread reads the plaintext into one of two
-1 MiB buffers, feeds it to the commitment HMAC and encrypts its 64 KiB STREAM chunks
-with encrypt_into straight into ciphertext buffers of exactly the leaf size (1 MiB for
-the default profile; the age header and nonce open the first one), so a leaf is never
-joined or copied on its way to the importer; one worker hashes each full leaf buffer and
-stores it, and a blockstore thread fsyncs the stored files meanwhile. open: the caller's
-thread fetches each block, has export() check it against its CID (the only hash of it:
-our own stores are asked for `get(verify=False)`) and decrypts its chunks with
-decrypt_into into 1 MiB plaintext buffers; one worker writes each buffer and feeds the
-commitment HMAC, another fdatasyncs the output every 32 MiB so that the final fsync
-only waits for the tail. Each stage keeps the bytes it produced hot in its core's cache;
-hashlib, hmac, the AEAD and file I/O release the GIL, so the stages overlap on two
-cores. Buffers come from fixed rings (at most ~8 MiB in flight), so memory stays flat
-whatever the file size.
+Pipeline and memory (details in vault/_pipeline.py). Two busy threads with similar CPU
+work, for two cores. seal: the caller's thread reads the plaintext into one of two 1 MiB
+buffers, feeds it to the commitment and encrypts its 64 KiB STREAM chunks with
+encrypt_into straight into ciphertext buffers of exactly the leaf size (1 MiB for the
+default profile; the age header and nonce open the first one), so a leaf is never joined
+or copied on its way to the store; it also hashes a full leaf whenever the worker has a
+backlog. The worker hashes the other leaves and writes every block file, and blockstore
+threads fsync the stored files meanwhile. open: the caller's thread fetches each block
+and has export() check it against its CID (the only hash of it: our own stores are asked
+for `get(verify=False)`); the worker decrypts the verified blocks with decrypt_into into
+1 MiB plaintext buffers and feeds the commitment, and a writer thread writes them out
+with O_DIRECT where the filesystem allows it (the output is fsynced before open returns
+anyway; see vault/_output.py), else through the page cache with fdatasyncs behind it.
+hashlib, blake3, the AEAD and file I/O release the GIL, so the threads overlap. Buffers
+come from fixed rings and bounded queues (at most ~10 MiB in flight), so memory stays
+flat whatever the file size.
 
 Durability. seal stores the blocks inside the store's `batch()` (FilesystemBlockstore:
 `batch(background=True)`), which returns only once every block file and every shard
@@ -59,7 +61,7 @@ from vault.age._stream import (
 )
 from vault._pipeline import (
     _PLAIN_BUFFER,
-    _POOL,
+    _SEGMENTS,
     _Ciphertext,
     _fsync_dir,
     _open_payload,
@@ -121,16 +123,25 @@ class Vault:
         sealer = ChunkSealer(file_key)
         committer = Committer(file_key)
         plain = _Pool(_PLAIN_BUFFER, 2)  # the buffer being sealed + one of look-ahead
-        segments = _Pool(PROFILES[self.profile].chunk_size, _POOL)
+        profile = PROFILES[self.profile]
+        segments = _Pool(profile.chunk_size, _SEGMENTS)
         with contextlib.ExitStack() as stack:
             reader = _plaintext_reader(src, stack)
             stack.enter_context(_batch(self.store))
             # The caller reads, commits and encrypts each buffer while it is hot in its
-            # core's cache; one worker hashes and stores the leaves.
-            importer = Importer(self.profile, self.store.put)
-            blocks = _Sink(importer.write, "import", segments.release)
+            # core's cache, and hashes a leaf too whenever the worker, which hashes the
+            # others and stores them all, has a backlog (raw leaves: the leaf is the block).
+            # The blockstore writes each leaf out before put() returns: lend it the buffer.
+            importer = Importer(profile, self.store.put, lend_chunks=isinstance(self.store, FilesystemBlockstore))
+
+            def store_leaves(leaves: Iterator[tuple[memoryview, bytes | None]]) -> None:
+                for leaf, digest in leaves:
+                    importer.write_chunk(leaf, digest)
+
+            blocks = _Sink(store_leaves, "import", lambda leaf: segments.release(leaf[0]))
             try:
-                out = _Segments(segments, blocks.put)
+                hash_here = (lambda: blocks.backlog() > 0) if profile.raw_leaves else None
+                out = _Segments(segments, lambda leaf, digest: blocks.put((leaf, digest)), hash_here)
                 out.append(header)
                 out.append(sealer.nonce)
                 size = _seal_payload(reader, sealer, plain, committer.update, out, progress)

@@ -140,6 +140,53 @@ def test_piece_sizes_do_not_change_the_cid(data: bytes, cuts: list[int], profile
 
 
 @FEW
+@given(st.binary(min_size=1, max_size=600), small_profiles, st.booleans(), st.booleans())
+def test_whole_chunks_give_the_same_cids_as_write(data: bytes, profile: Profile, hashed: bool, lend: bool) -> None:
+    """write_chunk() (the vault's path: whole leaves, maybe hashed by the caller, maybe lent
+    to the store) builds exactly the DAG write() builds, and stores the same blocks."""
+    stored: dict[CID, bytes] = {}
+
+    def put(cid: CID, block: bytes) -> None:
+        cid.verify(block)
+        assert lend or isinstance(block, bytes)  # not lent: the store may keep it
+        stored[cid] = bytes(block)  # a lent view is only valid during the call
+
+    expected: dict[CID, bytes] = {}
+    root = import_bytes(data, profile, lambda c, b: expected.__setitem__(c, b))
+    importer = Importer(profile, put, lend_chunks=lend)
+    cs = profile.chunk_size
+    for start in range(0, len(data), cs):
+        chunk = bytearray(data[start : start + cs])
+        digest = hashlib.sha256(chunk).digest() if hashed and profile.raw_leaves else None
+        importer.write_chunk(memoryview(chunk), digest)
+        chunk[:] = bytes(len(chunk))  # the caller reuses its buffer
+    assert importer.finish() == root
+    assert stored == expected
+    assert importer.size == len(data)
+
+
+def test_write_chunk_refuses_what_would_change_the_dag() -> None:
+    raw = Profile("t", cid_version=1, raw_leaves=True, chunk_size=4, max_links=2)
+    importer = Importer(raw)
+    with pytest.raises(InputValidationError, match="whole chunk"):
+        importer.write_chunk(b"12345")  # longer than a chunk
+    with pytest.raises(InputValidationError, match="whole chunk"):
+        importer.write_chunk(b"")
+    importer.write(b"12")
+    with pytest.raises(InputValidationError, match="whole chunk"):
+        importer.write_chunk(b"1234")  # a partial chunk from write() is pending
+    importer = Importer(raw)
+    importer.write_chunk(b"123")  # a short chunk is the last one
+    with pytest.raises(InputValidationError, match="whole chunk"):
+        importer.write_chunk(b"1234")
+    with pytest.raises(InputValidationError, match="short chunk"):
+        importer.write(b"x")
+    wrapped = Profile("t", cid_version=1, raw_leaves=False, chunk_size=4, max_links=2)
+    with pytest.raises(InputValidationError, match="raw leaves"):
+        Importer(wrapped).write_chunk(b"1234", hashlib.sha256(b"1234").digest())
+
+
+@FEW
 @given(st.binary(max_size=2000), small_profiles)
 def test_import_export_round_trip(data: bytes, profile: Profile) -> None:
     blocks: dict[bytes, bytes] = {}

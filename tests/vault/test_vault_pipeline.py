@@ -1,11 +1,14 @@
 """The zero-copy paths of the vault: chunk-at-a-time STREAM (ChunkSealer / ChunkOpener),
-seal's ciphertext laid out in leaf buffers, open's single verification of every block,
-the blockstore's background fsyncs and `get(verify=False)`, and what seal and open leave
+seal's ciphertext laid out in leaf buffers and its leaf hashing shared between two
+threads, the worker stage (_Sink), open's single verification of every block, the
+blockstore's background fsyncs and `get(verify=False)`, and what seal and open leave
 durable on disk. Real components throughout; os.fsync is wrapped only to record which
-inodes were synced."""
+inodes were synced, and the worker's backlog is pinned only to choose who hashes."""
 from __future__ import annotations
 
+import hashlib
 import io
+import mmap
 import os
 from pathlib import Path
 
@@ -27,7 +30,9 @@ from vault.age._stream import (
     payload_aead,
     seal,
 )
-from vault.blockstore import FilesystemBlockstore, MemoryBlockstore
+from vault._output import _Output
+from vault._pipeline import _Pool, _Segments, _Sink
+from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
 from vault.errors import BlockMismatchError, InputValidationError, PayloadError
 from vault.unixfs import export
@@ -151,6 +156,131 @@ def test_sealed_ciphertext_is_the_reference_stream(owner, profile: str, size: in
     reference = b"".join(seal(unwrap_file_key(header, [owner]), [plaintext], payload[:NONCE_SIZE]))
     assert payload == reference
     assert sealed.ciphertext_size == len(header) + len(reference)
+
+
+# -- seal shares the leaf hashing -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("hash_here", [None, "never", "always", "alternate"])
+def test_segments_are_whole_leaves_with_the_right_digest_whoever_hashes(hash_here) -> None:
+    decide = {None: None, "never": lambda: False, "always": lambda: True,
+              "alternate": lambda it=iter(range(10**6)): next(it) % 2 == 0}[hash_here]
+    pool = _Pool(1000, 3)
+    shipped: list[tuple[bytes, bytes | None]] = []
+
+    def ship(segment: memoryview, digest: bytes | None) -> None:
+        shipped.append((bytes(segment), digest))
+        pool.release(segment)
+
+    data = os.urandom(4321)
+    out = _Segments(pool, ship, decide)
+    out.append(data[:7])
+    at = 7
+    while at < len(data):
+        n = min(90, len(data) - at)
+        target = out.reserve(n)
+        if target is None:
+            out.append(data[at : at + n])
+        else:
+            target[:] = data[at : at + n]
+            out.filled()
+        at += n
+    out.close()
+    assert b"".join(seg for seg, _ in shipped) == data
+    assert [len(seg) for seg, _ in shipped] == [1000] * 4 + [321]
+    for seg, digest in shipped:
+        assert digest is None or digest == hashlib.sha256(seg).digest()
+    hashed = [digest is not None for _, digest in shipped]
+    assert hashed == {None: [False] * 5, "never": [False] * 5, "always": [True] * 5,
+                      "alternate": [True, False, True, False, True]}[hash_here]
+
+
+@pytest.mark.parametrize("backlog", [0, 1])  # 0: the worker hashes every leaf, 1: the caller does
+def test_sealed_blocks_hash_to_their_cids_whoever_hashes_them(owner, tmp_path: Path, monkeypatch, backlog) -> None:
+    monkeypatch.setattr(_Sink, "backlog", lambda self: backlog)
+    plaintext = os.urandom(3 * MIB + 77)
+    store = FilesystemBlockstore(tmp_path / "store")
+    sealed = Vault(store, owner).seal([plaintext])
+    for cid in walk_dag(store, CID.decode(sealed.cid)):
+        store.get(cid)  # verifies: BlockMismatchError if a leaf's CID came from a wrong digest
+    Vault(store, owner).open(sealed.cid, None, owner, tmp_path / "out", commitment=sealed.commitment)
+    assert (tmp_path / "out").read_bytes() == plaintext
+
+
+# -- the worker stage ---------------------------------------------------------------------
+
+
+def test_sink_feeds_every_item_in_order_and_releases_each_after_use() -> None:
+    seen, released = [], []
+
+    def drain(items) -> None:
+        for item in items:
+            assert item not in released  # released only once the worker moved past it
+            seen.append(item)
+
+    sink = _Sink(drain, "test", released.append, depth=2)
+    for i in range(50):
+        sink.put(i)
+    sink.close()
+    assert seen == released == list(range(50))
+
+
+def test_a_worker_failure_reaches_the_producer_and_every_item_is_still_released() -> None:
+    released: list[int] = []
+
+    def drain(items) -> None:
+        for item in items:
+            if item == 3:
+                raise OSError(28, "No space left on device")
+
+    sink = _Sink(drain, "test", released.append, depth=2)
+    queued: list[int] = []
+    with pytest.raises(OSError, match="No space"):
+        for i in range(10):
+            sink.put(i)  # raises once the failure is known...
+            queued.append(i)
+        sink.close()  # ...at the latest here
+    sink.abort()  # what the producer does on its way out: must neither block nor hide it
+    assert released == queued  # the items after the failure too, so buffer pools refill
+    assert len(queued) >= 4
+
+
+def test_a_worker_that_stops_before_the_end_is_an_error() -> None:
+    def drain(items) -> None:
+        next(items)  # returns without taking the rest
+
+    sink = _Sink(drain, "test", depth=2)
+    for i in range(5):
+        try:
+            sink.put(i)
+        except InputValidationError:
+            break
+    with pytest.raises(InputValidationError, match="stopped before the end"):
+        sink.close()
+
+
+# -- open's output -------------------------------------------------------------------------
+
+
+def test_output_writes_every_byte_direct_or_not(tmp_path: Path) -> None:
+    """Aligned buffers go past the page cache where the filesystem allows it; an unaligned
+    one (the kernel refuses it: EINVAL) and the unaligned tail fall back to the page cache.
+    The file holds exactly the bytes written, in order."""
+    aligned = mmap.mmap(-1, 2 * MIB)
+    aligned[:] = os.urandom(2 * MIB)
+    odd = mmap.mmap(-1, MIB + 1)
+    odd[:] = os.urandom(MIB + 1)
+    pieces = [memoryview(aligned)[:MIB], memoryview(aligned)[MIB:], memoryview(odd)[1:], memoryview(aligned)[:5000]]
+    path = tmp_path / "out"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        output = _Output(fd)
+        for piece in pieces:
+            output.write(piece)
+        output.close()
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"".join(bytes(p) for p in pieces)
 
 
 # -- open verifies every block exactly once ----------------------------------------------

@@ -19,6 +19,7 @@ Tsize of a link = encoded size of the child block + the Tsizes of the child's li
 """
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 
 from vault._mfdagpb import encode_link, encode_node
@@ -32,11 +33,17 @@ _Link = tuple[CID, int, int]  # (cid, tsize, file bytes below it)
 
 
 class Importer:
-    """Import one file written in pieces of any size. `put_block=None` only hashes."""
+    """Import one file written in pieces of any size. `put_block=None` only hashes.
 
-    def __init__(self, profile: str | Profile = DEFAULT_PROFILE, put_block: PutBlock | None = None) -> None:
+    lend_chunks=True: write_chunk() hands put_block a view of the caller's chunk instead of
+    a bytes copy, valid only during the call; only for a store that writes the block out
+    before it returns and keeps no reference (FilesystemBlockstore)."""
+
+    def __init__(self, profile: str | Profile = DEFAULT_PROFILE, put_block: PutBlock | None = None,
+                 *, lend_chunks: bool = False) -> None:
         self.profile = resolve_profile(profile)
         self._put = put_block
+        self._lend = lend_chunks
         self._cs = self.profile.chunk_size
         self._max = self.profile.max_links
         self._node_version = self.profile.cid_version
@@ -44,6 +51,7 @@ class Importer:
         self._fill = 0
         self._levels: list[list[_Link]] = [[]]
         self._written = 0
+        self._short = False  # a chunk shorter than chunk_size was added: it must be the last
         self._leaves = 0
         self._root: CID | None = None
         full_pre, full_suf = leaf_prefix_suffix(self._cs)
@@ -54,6 +62,8 @@ class Importer:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._root is not None:
             raise InputValidationError("write() after finish()")
+        if self._short:
+            raise InputValidationError("write() after the last, short chunk")
         mv = memoryview(data)
         if mv.ndim != 1 or mv.itemsize != 1:
             mv = mv.cast("B")
@@ -74,6 +84,30 @@ class Importer:
         if pos < n:
             self._buf[: n - pos] = mv[pos:]
             self._fill = n - pos
+        self._written += n
+
+    def write_chunk(self, chunk: bytes | bytearray | memoryview, digest: bytes | None = None) -> None:
+        """Add one whole leaf: chunk_size bytes, or fewer for the file's last one (nothing
+        may follow it). Only between whole chunks (no partial chunk from write() pending).
+        `digest` is the SHA-256 of `chunk` when the caller has already hashed it (raw-leaves
+        profiles only: a dag-pb leaf hashes its wrapping too), so it is not hashed twice.
+        Same CIDs as write()."""
+        if self._root is not None:
+            raise InputValidationError("write_chunk() after finish()")
+        n = len(chunk)
+        if self._fill or self._short or not 0 < n <= self._cs:
+            raise InputValidationError(f"write_chunk() needs a whole chunk of 1..{self._cs} bytes at a chunk boundary")
+        if digest is not None and not self.profile.raw_leaves:
+            raise InputValidationError("a precomputed digest only applies to raw leaves")
+        self._short = n < self._cs
+        if not self.profile.raw_leaves:
+            self._chunk(chunk)  # a dag-pb leaf: its own block, wrapping the chunk
+        else:
+            cid = CID.from_digest(digest if digest is not None else hashlib.sha256(chunk).digest(), RAW, 1)
+            if self._put is not None:
+                self._put(cid, chunk if self._lend else bytes(chunk))  # type: ignore[arg-type]
+            self._leaves += 1
+            self._add(0, (cid, n, n))
         self._written += n
 
     def finish(self) -> CID:
