@@ -88,6 +88,7 @@ class Indexer:
         self._running = 0
         self._chain_checked = False
         self._tables_ready = False
+        self._tables_lock = threading.Lock()
         self.follower = False
 
     # ------------------------------------------------------------------ setup
@@ -107,8 +108,13 @@ class Indexer:
         self._tables_ready = True
 
     def _ensure_tables(self) -> None:
-        if not self._tables_ready:
-            self.create_tables()
+        if self._tables_ready:
+            return
+        # The loop's thread and a reader (indexed_block) may both get here first; SQLite's
+        # CREATE TABLE after a concurrent checkfirst fails with "table already exists".
+        with self._tables_lock:
+            if not self._tables_ready:
+                self.create_tables()
 
     def rebuild(self) -> int:
         """Drop the indexer tables and re-index from the deployment block; returns the
