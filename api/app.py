@@ -357,8 +357,10 @@ def create_app(
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         engine = make_engine(url)
     if blockstore is None:
+        # verify_writes=False: the node's store only receives blocks from its own Vault.seal,
+        # whose importer has just hashed them; every read is verified against its CID anyway.
         blockstore = (KuboClient(settings.kubo_url) if settings.store == "kubo"
-                      else FilesystemBlockstore(settings.blocks_dir))  # type: ignore[arg-type]
+                      else FilesystemBlockstore(settings.blocks_dir, verify_writes=False))  # type: ignore[arg-type]
     SQLModel.metadata.create_all(engine)
     domain = Eip712Domain.from_deployment(ledger.deployment)
     directory = org_directory if org_directory is not None else LedgerOrgDirectory(ledger)
