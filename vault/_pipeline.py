@@ -351,11 +351,3 @@ class _Sink:
         with contextlib.suppress(BaseException):
             self.close()
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-

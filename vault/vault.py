@@ -63,7 +63,6 @@ from vault._pipeline import (
     _PLAIN_BUFFER,
     _SEGMENTS,
     _Ciphertext,
-    _fsync_dir,
     _open_payload,
     _plaintext_reader,
     _Pool,
@@ -71,7 +70,7 @@ from vault._pipeline import (
     _Segments,
     _Sink,
 )
-from vault.blockstore import BlockStore, FilesystemBlockstore
+from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir
 from vault.cid import CID
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError
