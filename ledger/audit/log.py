@@ -5,7 +5,7 @@ release path writes its record before the key leaves the node). Seqs are gapless
 concurrency: the per-org counter row in audit_heads is incremented with
 UPDATE ... RETURNING in the same transaction as the INSERT, so appenders queue on that
 row (PostgreSQL row lock / SQLite write lock) and a failed insert rolls the increment back.
-Within one process, concurrent appends are group-committed (ledger/audit/_group.py): one
+Within one process, concurrent appends are group-committed (ledger/audit/_append.py, _group.py): one
 transaction takes the counter once for the whole batch and inserts its records together.
 
 `append_claimed` ties a record to a unique row written in the same transaction — the key
@@ -19,23 +19,18 @@ drives them, ledger/audit/verify.py checks them.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import functools
-import os
-import weakref
 import time as _time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 from eth_utils import is_address, to_checksum_address
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel
 
 from ledger.audit import _tables as t
-from ledger.audit._group import GroupCommit
+from ledger.audit._append import Appender, Claim, Entry, _row
 from ledger.audit.merkle import AuditTree
 from ledger.audit.proof import AuditProof
 from ledger.audit.reasons import Reason, error
@@ -62,33 +57,6 @@ class RawRecord(NamedTuple):
 class Page:
     records: list[AuditRecord]
     next_after_seq: int | None  # pass as after_seq for the next page; None = last page
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What to log, before the log gives it a seq and a time."""
-
-    kind: str
-    actor: str
-    asset_id: int | None = None
-    version: int | None = None
-    details: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True)
-class Claim:
-    """A row that must not exist yet in `table` (a unique key, such as a request nonce).
-    Inserted in the same transaction as the record it guards."""
-
-    table: Table
-    row: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class _Append:
-    entry: Entry
-    claim: Claim | None = None
-    fallback: Entry | None = None
 
 
 @dataclass(frozen=True)
@@ -124,12 +92,7 @@ class AuditLog:
         self.org = to_checksum_address(org)
         self.clock = clock
         self._trees: dict[tuple[int, int], AuditTree] = {}
-        self._group: GroupCommit[_Append, tuple[AuditRecord, bool]] = GroupCommit(self._write)
-        self._writer: Any = None  # the DB-API connection group commits use (see _write)
-        self._finalizer: weakref.finalize | None = None
-        self._lock_path = _sqlite_lock_path(engine)
-        self._lock_fd: int | None = None
-        self._lock_finalizer: weakref.finalize | None = None
+        self._appender = Appender(engine, self.org, lambda: self.clock())
         if create_tables:
             SQLModel.metadata.create_all(engine, tables=list(t.TABLES))
         self._ensure_head()
@@ -150,7 +113,7 @@ class AuditLog:
                details: Mapping[str, Any] | None = None) -> AuditRecord:
         """Log one event under the next seq and commit before returning it."""
         normalise_kind(kind)  # validate before joining a batch
-        return self._group.submit(_Append(Entry(kind, actor, asset_id, version, details)))[0]
+        return self._appender.submit(Entry(kind, actor, asset_id, version, details))[0]
 
     def append_claimed(self, entry: Entry, claim: Claim, fallback: Entry) -> tuple[AuditRecord, bool]:
         """Insert `claim.row` and log `entry` in one transaction; if the row already
@@ -158,96 +121,11 @@ class AuditLog:
         was new)."""
         normalise_kind(entry.kind)
         normalise_kind(fallback.kind)
-        return self._group.submit(_Append(entry, claim, fallback))
-
-    def _write(self, items: Sequence[_Append]) -> list[tuple[AuditRecord, bool]]:
-        """One transaction for a batch of appends (GroupCommit calls this from one thread at
-        a time per log; other processes serialise on the head row).
-
-        Plain SQL on a DB-API connection kept for appends (_connection): this runs once
-        per key release, and building and compiling SQLAlchemy Core statements (and a pool
-        checkout per transaction) cost more CPU than the database work itself (see
-        benchmarks/keyrelease.py)."""
-        sql = _sql(self.engine.dialect.paramstyle)
-        out: list[tuple[AuditRecord, bool]] = []
-        conn = self._connection()
-        with self._writers_lock():
-            return self._write_locked(conn, sql, items, out)
-
-    def _write_locked(self, conn: Any, sql: _Sql, items: Sequence[_Append],
-                      out: list[tuple[AuditRecord, bool]]) -> list[tuple[AuditRecord, bool]]:
-        try:
-            cursor = conn.cursor()
-            try:
-                cursor.execute(sql.take_seqs, (len(items), self.org))
-                last, last_time = cursor.fetchone()
-                now = max(int(self.clock()), last_time)  # time never decreases along seq
-                seq = last - len(items) + 1
-                for item in items:
-                    claimed = item.claim is None or _insert_new(cursor, item.claim, sql.param)
-                    e = item.entry if claimed else item.fallback
-                    assert e is not None
-                    out.append((AuditRecord(seq=seq, kind=e.kind, time=now, org=self.org, actor=e.actor,
-                                            asset_id=e.asset_id, version=e.version, details=e.details or {}),
-                                claimed))
-                    seq += 1
-                rows = [_row(record) for record, _ in out]
-                cursor.executemany(sql.insert_record, [tuple(row[c] for c in _RECORD_COLUMNS) for row in rows])
-                if now != last_time:
-                    cursor.execute(sql.set_time, (now, self.org))
-            finally:
-                cursor.close()
-            conn.commit()
-        except BaseException:
-            try:
-                conn.rollback()
-            except Exception:  # the connection itself is broken: the next batch opens a new one
-                self.close()
-            raise
-        return out
-
-    def _connection(self) -> Any:
-        """One DB-API connection kept for appends: GroupCommit runs one batch at a time, so
-        it is never shared, and checking one out of the pool for every batch cost as much
-        as the batch's SQL."""
-        if self._writer is None:
-            self._writer = self.engine.raw_connection()
-            self._finalizer = weakref.finalize(self, _close_quietly, self._writer)
-        return self._writer
-
-    @contextlib.contextmanager
-    def _writers_lock(self) -> Iterator[None]:
-        """On a SQLite file, an flock on `<db>.audit-lock` around the write transaction.
-        Worker processes of one node share the file; SQLite makes a writer that finds the
-        database locked sleep 1, 2, 5 … 100 ms between tries, which showed up as p99
-        spikes, while an flock waiter wakes as soon as the holder is done. PostgreSQL
-        queues appenders on the head row's lock by itself."""
-        if self._lock_path is None:
-            yield
-            return
-        if self._lock_fd is None:
-            self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            self._lock_finalizer = weakref.finalize(self, os.close, self._lock_fd)
-        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+        return self._appender.submit(entry, claim, fallback)
 
     def close(self) -> None:
         """Release the append connection (appending later opens a new one)."""
-        writer, self._writer = self._writer, None
-        if self._finalizer is not None:
-            self._finalizer.detach()
-            self._finalizer = None
-        if writer is not None:
-            _close_quietly(writer)
-        fd, self._lock_fd = self._lock_fd, None
-        if self._lock_finalizer is not None:
-            self._lock_finalizer.detach()
-            self._lock_finalizer = None
-        if fd is not None:
-            os.close(fd)
+        self._appender.close()
 
     # -- reading -------------------------------------------------------------------------
 
@@ -436,68 +314,6 @@ class AuditLog:
         )
 
 
-def _sqlite_lock_path(engine: Engine) -> str | None:
-    """`<database file>.audit-lock` for a SQLite file database, else None."""
-    if engine.dialect.name != "sqlite":
-        return None
-    database = engine.url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
-        return None
-    return database + ".audit-lock"
-
-
-def _close_quietly(conn: Any) -> None:
-    try:
-        conn.close()
-    except Exception:  # noqa: BLE001 - closing a connection that already broke
-        pass
-
-
-_RECORD_COLUMNS = ("org", "seq", "kind", "time", "actor", "asset_id", "version", "record_hash", "canonical")
-
-
-class _Sql(NamedTuple):
-    param: str
-    take_seqs: str
-    insert_record: str
-    set_time: str
-
-
-@functools.lru_cache(maxsize=4)
-def _sql(paramstyle: str) -> _Sql:
-    """The append statements for a DB-API paramstyle (sqlite3: qmark; psycopg: format/pyformat)."""
-    p = "?" if paramstyle == "qmark" else "%s"
-    return _Sql(
-        param=p,
-        take_seqs=f"UPDATE audit_heads SET last_seq = last_seq + {p} WHERE org = {p} RETURNING last_seq, last_time",
-        insert_record=(f"INSERT INTO audit_records ({', '.join(_RECORD_COLUMNS)}) "
-                       f"VALUES ({', '.join([p] * len(_RECORD_COLUMNS))})"),
-        set_time=f"UPDATE audit_heads SET last_time = {p} WHERE org = {p}",
-    )
-
-
-def _insert_new(cursor: Any, claim: Claim, param: str) -> bool:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING (SQLite >= 3.35 and PostgreSQL): True if
-    the row was new. Concurrent transactions inserting the same key wait for each other on
-    the unique index, so exactly one wins. (RETURNING, not rowcount: psycopg reports -1
-    for this statement.)"""
-    columns = list(claim.row)
-    for column in columns:  # names come from our own tables, but never trust them into SQL unchecked
-        if column not in claim.table.c:
-            raise AuditError(f"claim column {column!r} is not in table {claim.table.name}")
-    key = next(iter(claim.table.primary_key.columns)).name
-    values = ", ".join([param] * len(columns))
-    cursor.execute(f"INSERT INTO {claim.table.name} ({', '.join(columns)}) VALUES ({values}) "
-                   f"ON CONFLICT DO NOTHING RETURNING {key}", tuple(claim.row[c] for c in columns))
-    return cursor.fetchone() is not None
-
-
-def _row(record: AuditRecord) -> dict[str, Any]:
-    return {"org": record.org, "seq": record.seq, "kind": str(record.kind), "time": record.time,
-            "actor": record.actor, "asset_id": record.asset_id, "version": record.version,
-            "record_hash": record.record_hash(), "canonical": record.canonical().decode("utf-8")}
-
-
 def record_row(record: AuditRecord) -> dict[str, Any]:
     """The audit_records row of `record` (for bulk loaders such as benchmarks/audit.py)."""
     return _row(record)
@@ -510,3 +326,6 @@ def _batch(row: Any) -> AuditBatch:
                       last_error=m["last_error"], tx_hash=m["tx_hash"], block=m["block"],
                       batch_index=m["batch_index"], chain_id=m["chain_id"], contract=m["contract"],
                       anchored_at=m["anchored_at"])
+
+
+__all__ = ["AuditBatch", "AuditLog", "Claim", "Entry", "Page", "RawRecord", "record_row", "system_clock_ms"]

@@ -219,7 +219,7 @@ def test_nonce_and_record_commit_together(world, monkeypatch):
     """The nonce is consumed in the record's transaction: when writing the record fails
     after the nonce row was inserted, both roll back, so the same signed request (same
     nonce) is then released once and only once."""
-    import ledger.audit.log as audit_log
+    import ledger.audit._append as audit_log
 
     body = _body(world, "grantee_read")
     real_row = audit_log._row

@@ -144,7 +144,7 @@ def test_a_bad_record_rolls_back_its_claim_but_not_its_batch_mates(log):
 def test_a_broken_append_connection_is_replaced(log):
     audit, _ = log
     assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 1
-    audit._writer.dbapi_connection.close()  # the database connection dies under the log
+    audit._appender._writer.dbapi_connection.close()  # the database connection dies under the log
     with pytest.raises(Exception):
         audit.append(AuditKind.JOB_RUN, "analytics")
     assert audit.append(AuditKind.JOB_RUN, "analytics").seq == 2  # a new connection; no seq lost
