@@ -27,7 +27,7 @@ from web3 import Web3
 
 from api.app import create_app
 from api.auth import Eip712Domain, KeyRequest, body_hash, new_nonce, sign_request
-from api.keystore import OrgKeys
+from api.keystore import OrgKeys, init_org
 from api.node import Node
 from api.settings import load_settings
 from ledger.client import LedgerClient
@@ -35,6 +35,21 @@ from ledger.db import make_engine
 from ledger.deployment import Deployment
 from ledger.models import Permission
 from tests.db import PG_ADMIN_DSN, _pg_available
+
+
+NODE_PASS = "node passphrase"
+
+
+@pytest.fixture(scope="module")
+def node_home(tmp_path_factory, deployment, admin_ledger):
+    """A TWINLEDGER_HOME with org "acme" (keystore under NODE_PASS, also in pass.txt)
+    registered on chain, and the deployment manifest at devnet/deployment.json."""
+    home = tmp_path_factory.mktemp("home")
+    public = init_org(home, "acme", NODE_PASS, insecure_fast_kdf=True)
+    admin_ledger.register_org(public.address, "acme", public.age_recipient, "http://127.0.0.1:8700")
+    deployment.save(home / "devnet" / "deployment.json")
+    (home / "pass.txt").write_text(NODE_PASS + "\n")
+    return home
 
 
 def rpc(w3: Web3, method: str, *params: Any) -> Any:

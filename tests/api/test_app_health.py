@@ -12,11 +12,11 @@ from pydantic import BaseModel
 from api.app import BackgroundLoops, create_app
 from api.auth import Eip712Domain, body_hash, sign_request
 from api.deps import AuthenticatedOrg, OwnOrg, SettingsDep, StreamingOrg
-from api.keystore import init_org, load_org_keys
+from api.keystore import load_org_keys
 from api.settings import load_settings
 from ledger.anvil import free_port
+from tests.api.node_fixtures import NODE_PASS as PASS, node_home  # noqa: F401
 
-PASS = "node passphrase"
 
 
 class Echo(BaseModel):
@@ -46,16 +46,6 @@ def _test_router() -> APIRouter:
         return {"id": item_id}
 
     return router
-
-
-@pytest.fixture(scope="module")
-def node_home(tmp_path_factory, deployment, admin_ledger):
-    home = tmp_path_factory.mktemp("home")
-    public = init_org(home, "acme", PASS, insecure_fast_kdf=True)
-    admin_ledger.register_org(public.address, "acme", public.age_recipient, "http://127.0.0.1:8700")
-    deployment.save(home / "devnet" / "deployment.json")
-    (home / "pass.txt").write_text(PASS + "\n")
-    return home
 
 
 def _settings(home, rpc_url, **kw):

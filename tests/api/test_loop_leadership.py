@@ -9,15 +9,13 @@ import subprocess
 import sys
 import time
 
-import pytest
 from fastapi.testclient import TestClient
 
 from api.app import STANDBY_RETRY_SECONDS, create_app
-from api.keystore import init_org
 from api.leadership import LoopLeadership
 from api.settings import load_settings
+from tests.api.node_fixtures import node_home  # noqa: F401
 
-PASS = "node passphrase"
 TAKEOVER_WAIT = 10 * STANDBY_RETRY_SECONDS
 
 
@@ -56,16 +54,6 @@ def test_a_killed_holder_frees_the_lock(tmp_path):
     finally:
         child.kill()
         child.wait(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def node_home(tmp_path_factory, deployment, admin_ledger):
-    home = tmp_path_factory.mktemp("home")
-    public = init_org(home, "acme", PASS, insecure_fast_kdf=True)
-    admin_ledger.register_org(public.address, "acme", public.age_recipient, "http://127.0.0.1:8700")
-    deployment.save(home / "devnet" / "deployment.json")
-    (home / "pass.txt").write_text(PASS + "\n")
-    return home
 
 
 def _counting_loop(counts: dict[str, int], name: str):
