@@ -11,14 +11,16 @@ Prints ONE JSON line:
     imports the vault (target <= 100 MiB).
 Timing protocol: the plaintext is written, then read once more so it sits in the page
 cache for both tools; every timed run starts after an (untimed) sync(2), so that a tool
-that fsyncs does not also pay for the writeback of the previous run's output; then --repeat rounds (default 3) of `age -e`, seal, `age -d`, open,
-interleaved so that noise from a shared machine hits both tools alike. The ratios use the
+that fsyncs does not also pay for the writeback of the previous run's output; then
+--repeat rounds (default 4) of `age -e`, seal, `age -e` + fsync, `age -d`, open, interleaved
+so that noise from a shared machine hits both tools alike, the order within a pair
+alternating from round to round (whichever writes first gets the pages just freed). The ratios use the
 best (minimum) wall time of each tool; medians are reported too. CPU seconds (all threads
 of this process / the age child, user + system) and the 1-minute load average before and
 after are reported, since wall time on a loaded machine says little. Targets are
 reported, not asserted.
 
-    .venv/bin/python benchmarks/vault.py [--size-mib 256] [--rss-size-mib 1024] [--repeat 3]
+    .venv/bin/python benchmarks/vault.py [--size-mib 256] [--rss-size-mib 1024] [--repeat 4]
 """
 from __future__ import annotations
 
@@ -115,20 +117,33 @@ def _throughput(size_mib: int, repeat: int, workdir: Path) -> dict:
             nonlocal sealed
             sealed = vault.seal(src)
 
-        times["age_e"].append(_timed(lambda: _run([age, "-e", "-r", str(identity.recipient), "-o", str(enc), str(src)]),
-                                     cpu["age_e"]))
-        times["seal"].append(_timed(seal, cpu["seal"]))
-        # Reference with seal's durability: age -e, then fsync of its output (seal returns
-        # only once every block is on disk; age -e never fsyncs). Reported beside the
-        # target ratio, which stays against plain `age -e`.
-        enc.unlink()
-        times["age_e_fsync"].append(_timed(lambda: (_run([age, "-e", "-r", str(identity.recipient), "-o", str(enc),
-                                                          str(src)]), _fsync(enc)), cpu["age_e_fsync"]))
+        def age_e() -> None:
+            enc.unlink(missing_ok=True)
+            _run([age, "-e", "-r", str(identity.recipient), "-o", str(enc), str(src)])
+
+        def age_e_fsync() -> None:
+            # Reference with seal's durability: age -e, then fsync of its output (seal
+            # returns only once every block is on disk; age -e never fsyncs). Reported
+            # beside the target ratio, which stays against plain `age -e`.
+            age_e()
+            _fsync(enc)
+
+        steps = {
+            "age_e": age_e,
+            "seal": seal,
+            "age_e_fsync": age_e_fsync,
+            "age_d": lambda: _run([age, "-d", "-i", str(key), "-o", str(dec), str(enc)]),
+            "open": lambda: vault.open(sealed.cid, None, identity, out, commitment=sealed.commitment),
+        }
+        # The order alternates between rounds, so that neither tool always runs right
+        # after the other one's writes (page-cache state, pending writeback): a fixed
+        # order could favour one side.
+        order = (["age_e", "seal", "age_e_fsync", "age_d", "open"] if n % 2 == 0
+                 else ["seal", "age_e", "age_e_fsync", "open", "age_d"])
+        for name in order:
+            times[name].append(_timed(steps[name], cpu[name]))
         assert sealed is not None
         profile = sealed.profile
-        times["age_d"].append(_timed(lambda: _run([age, "-d", "-i", str(key), "-o", str(dec), str(enc)]), cpu["age_d"]))
-        times["open"].append(_timed(lambda: vault.open(sealed.cid, None, identity, out, commitment=sealed.commitment),
-                                    cpu["open"]))
         if out.stat().st_size != src.stat().st_size or dec.stat().st_size != src.stat().st_size:
             raise SystemExit("a decryption produced a file of the wrong size")
         for path in (enc, dec, out):
@@ -225,7 +240,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=256, help="throughput file size (MiB)")
     parser.add_argument("--rss-size-mib", type=int, default=1024, help="peak-RSS file size (MiB)")
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--dir", type=Path, default=None, help="where to put temp files (default: system temp)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
