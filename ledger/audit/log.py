@@ -139,7 +139,7 @@ class AuditLog:
                 t.records.c.org == self.org, t.records.c.seq == seq)).first()
         if row is None:
             raise AuditError(f"no audit record {seq} for {self.org}")
-        return parse(row.canonical)
+        return _parse_stored(row.canonical, seq, self.org)
 
     def query(self, *, asset_id: int | None = None, actor: str | None = None, kind: str | None = None,
               since: int | None = None, until: int | None = None, after_seq: int | None = None,
@@ -173,7 +173,7 @@ class AuditLog:
                 if end is not None:
                     stmt = stmt.where(c.seq < end)
             rows = conn.execute(stmt.order_by(c.seq).limit(limit)).all()
-        records = [parse(r.canonical) for r in rows]
+        records = [_parse_stored(r.canonical, r.seq, self.org) for r in rows]
         return Page(records, rows[-1].seq if len(rows) == limit else None)
 
     def _first_seq_at(self, conn: Any, at: int) -> int | None:
@@ -312,6 +312,16 @@ class AuditLog:
             batch_index=batch.batch_index, tx_hash=bytes.fromhex(batch.tx_hash.removeprefix("0x")),
             block=batch.block, org=self.org, chain_id=batch.chain_id, contract=batch.contract,
         )
+
+
+def _parse_stored(canonical: str, seq: int, org: str) -> AuditRecord:
+    """A stored row's record; a row that no longer parses as a canonical record (edited in
+    the database) is named by its seq instead of failing a whole listing anonymously."""
+    try:
+        return parse(canonical)
+    except AuditError as exc:
+        raise error(Reason.MALFORMED, f"stored audit record {seq} of {org} is not a valid canonical record "
+                                      f"({exc}); the log was altered — run `twinledger audit verify --all`") from None
 
 
 def record_row(record: AuditRecord) -> dict[str, Any]:

@@ -196,3 +196,25 @@ class _FakeRow:
     def __init__(self, like, record: AuditRecord) -> None:
         self._mapping = {**dict(like._mapping), "canonical": record.canonical().decode(),
                          "record_hash": record.record_hash(), "actor": record.actor}
+
+
+def test_a_row_edited_into_non_canonical_text_is_named_by_its_seq(alice):
+    """Listing records over a row that no longer parses answers 422 naming that seq (it
+    used to fail the whole listing as an anonymous 500)."""
+    node, org, target = alice.node, alice.address, 2
+    with node.engine.begin() as conn:
+        saved = _row(conn, org, target)
+        conn.execute(text("UPDATE audit_records SET canonical = :c WHERE org = :o AND seq = :s"),
+                     {"c": saved.canonical.replace("{", "{ ", 1), "o": org, "s": target})
+    try:
+        listing = alice.get("/v1/audit/records?limit=10")
+        assert listing.status_code == 422, listing.text
+        body = listing.json()
+        assert body["error"] == "audit_verification_failed" and f"stored audit record {target} " in body["detail"]
+        after = alice.get(f"/v1/audit/records?limit=10&after_seq={target}")
+        assert after.status_code == 200 and after.json()["items"][0]["seq"] == target + 1  # the rest still list
+    finally:
+        with node.engine.begin() as conn:
+            conn.execute(text("UPDATE audit_records SET canonical = :c WHERE org = :o AND seq = :s"),
+                         {"c": saved.canonical, "o": org, "s": target})
+    assert alice.get("/v1/audit/records?limit=10").status_code == 200
