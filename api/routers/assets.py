@@ -84,8 +84,7 @@ def list_assets(caller: AuthenticatedOrg, node: NodeDep, owner: OwnerQuery = Non
                 after: Annotated[int, Query(ge=0, lt=2**256, description="asset id cursor")] = 0,
                 ) -> schemas.AssetList:
     assert node.queries is not None
-    found = [a for a in node.queries.assets(owner=owner, kind=parse_kind(kind) if kind else None)
-             if a.asset_id > after]
+    found = node.queries.assets(owner=owner, kind=parse_kind(kind) if kind else None, after=after, limit=limit + 1)
     page = found[:limit]
     return schemas.AssetList(items=[asset_view(a) for a in page],
                              next=page[-1].asset_id if len(found) > limit else None)

@@ -29,6 +29,8 @@ from ledger.indexer.tables import (
 )
 from ledger.models import AssetKind, Permission, VersionRef
 
+_MAX_BIGINT = 2**63 - 1  # the largest value of a signed 64-bit SQL column
+
 _IN_CHUNK = 400  # (asset, version) pairs per IN (...) query
 
 
@@ -186,8 +188,13 @@ class IndexQueries:
 
     # ---- assets
     def assets(self, *, owner: str | None = None, kind: AssetKind | int | None = None,
-               include_retired: bool = True) -> list[AssetRecord]:
-        stmt = select(IndexedAsset).order_by(IndexedAsset.asset_id)
+               include_retired: bool = True, after: int = 0, limit: int | None = None) -> list[AssetRecord]:
+        """Assets by ascending id, above `after` (a keyset cursor), at most `limit` of them."""
+        if after >= _MAX_BIGINT:  # ids are a BIGINT column: nothing lies above this cursor
+            return []
+        stmt = select(IndexedAsset).where(IndexedAsset.asset_id > int(after)).order_by(IndexedAsset.asset_id)
+        if limit is not None:
+            stmt = stmt.limit(int(limit))
         if owner is not None:
             stmt = stmt.where(IndexedAsset.owner == _address(owner))
         if kind is not None:

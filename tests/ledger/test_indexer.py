@@ -86,6 +86,15 @@ def test_every_event_lands(w3, deployment, story, db_url):
     weird = [x for x in q.assets(owner=o1) if x.kind == AssetKind.OTHER and x.asset_id != c]
     assert [x.name for x in weird] == ["bad\ufffd\ufffdname"]
     assert c not in [x.asset_id for x in q.assets(include_retired=False)]
+    every = [x.asset_id for x in q.assets()]
+    assert every == sorted(every) and len(every) >= 3
+    paged, cursor = [], 0
+    while page := q.assets(after=cursor, limit=2):  # keyset paging in SQL, as GET /v1/assets does
+        assert len(page) <= 2
+        paged += [x.asset_id for x in page]
+        cursor = page[-1].asset_id
+    assert paged == every
+    assert q.assets(after=every[-1]) == [] and q.assets(after=2**256 - 1) == []
 
     # versions
     v1, v2 = q.versions(a)
