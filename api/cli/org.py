@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -33,6 +34,7 @@ from vault.errors import VaultError
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEVNET_CHAIN_ID = 31337
+DEVNET_FUNDING_ETH = 10  # what `org register` gives an empty org account on a devnet
 DEFAULT_ADMIN_PASSPHRASE_ENV = "TWINLEDGER_ADMIN_PASSPHRASE"
 
 org_app = typer.Typer(help="Create, register and show organisations (keys live under <home>/orgs).",
@@ -126,6 +128,10 @@ def register_cmd(
     admin_passphrase_env: Annotated[str, typer.Option(
         "--admin-passphrase-env", metavar="VAR", help="Environment variable holding the admin keystore passphrase")]
     = DEFAULT_ADMIN_PASSPHRASE_ENV,
+    fund: Annotated[str | None, typer.Option(
+        "--fund", metavar="ETH", show_default=False,
+        help="Also send this much ETH from the admin to the org's account, gas money for its node "
+             f"[default: {DEVNET_FUNDING_ETH} on a devnet if the account is empty, else none]")] = None,
 ) -> None:
     """Register the organisation on the Consortium contract (as a consortium admin)."""
     from api.keystore import load_org_public
@@ -138,8 +144,33 @@ def register_cmd(
     deployment = Deployment.load(manifest_path)
     admin = _admin_account(deployment, admin_keystore, admin_passphrase_env)
     ledger = LedgerClient.connect(rpc or default_rpc(base), manifest_path, admin)
+    wei = _parse_eth(fund) if fund is not None else None
     tx = ledger.register_org(public.address, public.name, public.age_recipient, endpoint)
     typer.echo(f"registered {public.name} ({public.address}) at {endpoint}\n  tx: {tx.tx_hash} (block {tx.block_number})")
+    if wei is None and _is_devnet_admin(deployment, admin) and ledger.w3.eth.get_balance(public.address) == 0:
+        wei = DEVNET_FUNDING_ETH * 10**18  # so that the new org's node can publish right away
+    if wei:
+        assert ledger.sender is not None
+        receipt = ledger.sender.send(public.address, "0x", value=wei)
+        typer.echo(f"funded {public.address} with {wei / 10**18:g} ETH\n  tx: {receipt['transactionHash'].to_0x_hex()}")
+
+
+def _parse_eth(text: str) -> int:
+    """"1.5" (ETH) → wei; a clear error for anything that is not a non-negative amount."""
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise typer.BadParameter(f"--fund must be an amount of ETH such as 0.5, got {text!r}") from None
+    wei = amount * 10**18
+    if not amount.is_finite() or amount < 0 or wei != wei.to_integral_value() or wei >= 2**256:
+        raise typer.BadParameter(f"--fund must be a non-negative amount of ETH (at most 18 decimals), got {text!r}")
+    return int(wei)
+
+
+def _is_devnet_admin(deployment: Any, admin: Any) -> bool:
+    from ledger.deployment import dev_account
+
+    return deployment.chain_id == DEVNET_CHAIN_ID and admin.address == dev_account(0).address
 
 
 def _admin_account(deployment: Any, keystore: Path | None, passphrase_env: str):

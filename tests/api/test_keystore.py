@@ -146,8 +146,29 @@ def test_cli_register_on_devnet(tmp_path, anvil, deployment, admin_ledger):
     org = admin_ledger.get_org(public.address)
     assert (org.name, org.age_recipient, org.endpoint, org.active) == ("acme", public.age_recipient,
                                                                        "http://127.0.0.1:8799", True)
+    assert admin_ledger.w3.eth.get_balance(public.address) == 10 * 10**18  # devnet: gas money for its node
+    assert "funded" in result.output
     again = _run(*args)
     assert again.exit_code == 1 and "ConsortiumOrgAlreadyRegistered" in again.output
+
+
+def test_cli_register_funds_the_amount_asked_and_refuses_bad_amounts(tmp_path, anvil, deployment, admin_ledger):
+    deployment.save(tmp_path / "manifest.json")
+    common = ("--home", str(tmp_path), "--rpc", anvil.url, "--manifest", str(tmp_path / "manifest.json"))
+    for name in ("beta", "gamma"):
+        assert _run("org", "init", name, "--home", str(tmp_path), "--insecure-fast-kdf").exit_code == 0
+    for bad in ("-1", "abc", "1e-30", "nan"):
+        refused = _run("org", "register", "beta", "--endpoint", "http://127.0.0.1:8798", "--fund", bad, *common)
+        assert refused.exit_code != 0 and "--fund" in refused.output, refused.output
+    beta = load_org_public(tmp_path, "beta")
+    with pytest.raises(Exception, match="ConsortiumOrgNotRegistered"):  # the refused calls registered nothing
+        admin_ledger.get_org(beta.address)
+    ok = _run("org", "register", "beta", "--endpoint", "http://127.0.0.1:8798", "--fund", "0.25", *common)
+    assert ok.exit_code == 0, ok.output
+    assert admin_ledger.w3.eth.get_balance(beta.address) == 25 * 10**16
+    gamma = load_org_public(tmp_path, "gamma")
+    none = _run("org", "register", "gamma", "--endpoint", "http://127.0.0.1:8797", "--fund", "0", *common)
+    assert none.exit_code == 0 and admin_ledger.w3.eth.get_balance(gamma.address) == 0
 
 
 def test_cli_serve_reports_config_errors_in_one_line(tmp_path):
