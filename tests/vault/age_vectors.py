@@ -26,11 +26,8 @@ class AgeVector:
 
     @property
     def unsupported_feature(self) -> str | None:
-        """The unimplemented feature this vector needs, named for pytest.skip, or None."""
-        if self.armored:
-            return "ASCII armor"
-        if self.passphrases:
-            return "scrypt passphrase recipients"
+        """The unimplemented feature this vector needs, named for pytest.skip, or None.
+        ASCII armor and scrypt passphrases are implemented; post-quantum keys are not."""
         if any(i.upper().startswith("AGE-SECRET-KEY-PQ-") for i in self.identities):
             return "post-quantum hybrid (mlkem768x25519) identities"
         return None

@@ -1,4 +1,5 @@
-"""Encrypt, decrypt and re-header age v1 files (X25519 recipients only)."""
+"""Encrypt, decrypt and re-header age v1 files: X25519 and scrypt (passphrase) recipients,
+binary or ASCII-armored."""
 from __future__ import annotations
 
 import os
@@ -6,64 +7,92 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from ..errors import HeaderError, InputValidationError, NoIdentityMatchError
-from . import _format, _stream, _x25519
+from . import _armor, _format, _scrypt, _stream, _x25519
+from ._scrypt import ScryptIdentity, ScryptRecipient
 from ._x25519 import FILE_KEY_SIZE, X25519Identity, X25519Recipient
 
+Recipient = X25519Recipient | ScryptRecipient
+Identity = X25519Identity | ScryptIdentity
+_RECIPIENT_TYPES = (X25519Recipient, ScryptRecipient)
+_IDENTITY_TYPES = (X25519Identity, ScryptIdentity)
 
-def _check_recipients(recipients: Sequence[X25519Recipient]) -> list[X25519Recipient]:
-    if isinstance(recipients, (X25519Recipient, str, bytes)):
-        raise InputValidationError("recipients must be a sequence of X25519Recipient")
+
+def _check_recipients(recipients: Sequence[Recipient]) -> list[Recipient]:
+    if isinstance(recipients, (*_RECIPIENT_TYPES, str, bytes)):
+        raise InputValidationError("recipients must be a sequence of X25519Recipient or ScryptRecipient")
     recipients = list(recipients)
     if not recipients:
         raise InputValidationError("at least one recipient is required")
     for r in recipients:
-        if not isinstance(r, X25519Recipient):
-            raise InputValidationError(f"recipients must be X25519Recipient, got {type(r).__name__}")
+        if not isinstance(r, _RECIPIENT_TYPES):
+            raise InputValidationError(
+                f"recipients must be X25519Recipient or ScryptRecipient, got {type(r).__name__}"
+            )
+    # age's rule, checked again on decryption: a passphrase file has exactly one stanza.
+    if len(recipients) > 1 and any(type(r) is ScryptRecipient for r in recipients):
+        raise InputValidationError("a ScryptRecipient must be the only recipient of a file")
     return recipients
 
 
-def _check_identities(identities: Sequence[X25519Identity]) -> list[X25519Identity]:
-    if isinstance(identities, (X25519Identity, str, bytes)):
-        raise InputValidationError("identities must be a sequence of X25519Identity")
+def _check_identities(identities: Sequence[Identity]) -> list[Identity]:
+    if isinstance(identities, (*_IDENTITY_TYPES, str, bytes)):
+        raise InputValidationError("identities must be a sequence of X25519Identity or ScryptIdentity")
     identities = list(identities)
     for i in identities:
-        if not isinstance(i, X25519Identity):
-            raise InputValidationError(f"identities must be X25519Identity, got {type(i).__name__}")
+        if not isinstance(i, _IDENTITY_TYPES):
+            raise InputValidationError(
+                f"identities must be X25519Identity or ScryptIdentity, got {type(i).__name__}"
+            )
     return identities
 
 
-def _new_header(file_key: bytes, recipients: list[X25519Recipient]) -> bytes:
-    return _format.seal_header(file_key, [_x25519.wrap(file_key, r) for r in recipients])
+def _new_header(file_key: bytes, recipients: list[Recipient]) -> bytes:
+    return _format.seal_header(
+        file_key,
+        [
+            _x25519.wrap(file_key, r) if type(r) is X25519Recipient else _scrypt.wrap(file_key, r)
+            for r in recipients
+        ],
+    )
 
 
-def _unwrap(header: _format.Header, identities: list[X25519Identity]) -> bytes:
+def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
     """The file key from the first stanza an identity opens, then the header MAC checked."""
     stanzas = header.stanzas
-    if any(s.type == "scrypt" for s in stanzas) and len(stanzas) != 1:
+    if any(s.type == _scrypt.STANZA_TYPE for s in stanzas) and len(stanzas) != 1:
         raise HeaderError("an scrypt stanza must be the only stanza in the header")
     for identity in identities:
+        unwrap = _x25519.unwrap if type(identity) is X25519Identity else _scrypt.unwrap
         for stanza in stanzas:
-            file_key = _x25519.unwrap(identity, stanza)
+            file_key = unwrap(identity, stanza)
             if file_key is not None:
                 _format.verify_mac(file_key, header)
                 return file_key
     if not identities:
         raise NoIdentityMatchError(["no identities were given"])
-    reasons = [
-        f"stanza {n} ({s.type}): " + ("not for these identities" if s.type == "X25519" else "unsupported type")
-        for n, s in enumerate(stanzas)
-    ]
+    given = {type(i) for i in identities}
+    reasons = []
+    for n, s in enumerate(stanzas):
+        if s.type == _x25519.STANZA_TYPE:
+            why = "not for these identities" if X25519Identity in given else "needs an X25519 identity"
+        elif s.type == _scrypt.STANZA_TYPE:
+            why = "wrong passphrase" if ScryptIdentity in given else "needs a passphrase (ScryptIdentity)"
+        else:
+            why = "unsupported type"
+        reasons.append(f"stanza {n} ({s.type}): {why}")
     raise NoIdentityMatchError(reasons)
 
 
 def encrypt(
     plaintext: Iterable[bytes] | bytes,
-    recipients: Sequence[X25519Recipient],
+    recipients: Sequence[Recipient],
     *,
     file_key: bytes | None = None,
+    armor: bool = False,
 ) -> Iterator[bytes]:
     """Encrypt `plaintext` (an iterable of bytes pieces of any size, or one bytes object)
-    to `recipients`. Yields the header, then the payload nonce, then STREAM chunks.
+    to `recipients`. Yields the header, then the payload nonce, then STREAM chunks; with
+    `armor=True` the same file as ASCII armor (BEGIN line, base64 lines, END line).
     Memory is bounded by one chunk plus the largest input piece."""
     recipients = _check_recipients(recipients)
     if file_key is None:
@@ -73,10 +102,11 @@ def encrypt(
     if isinstance(plaintext, (bytes, bytearray, memoryview)):
         plaintext = (plaintext,)
     header = _new_header(file_key, recipients)
-    return _encrypt(header, file_key, plaintext)
+    binary = _encrypt(header, file_key, plaintext)
+    return _armor.armor(binary) if armor else binary
 
 
-def header_for(file_key: bytes, recipients: Sequence[X25519Recipient]) -> bytes:
+def header_for(file_key: bytes, recipients: Sequence[Recipient]) -> bytes:
     """HAZMAT — the age header alone (stanzas + MAC) for `file_key`: for callers that write
     the payload themselves with _stream.ChunkSealer (the vault facade), and for a key
     release that re-headers a file key it unwrapped earlier (rewrap in two steps)."""
@@ -96,7 +126,7 @@ def read_header(src: BinaryIO) -> bytes:
     return _format.read_header(src)
 
 
-def unwrap_file_key(header: bytes, identities: Sequence[X25519Identity]) -> bytes:
+def unwrap_file_key(header: bytes, identities: Sequence[Identity]) -> bytes:
     """HAZMAT — returns the plaintext file key of `header` (exactly one header, nothing
     after it), after checking the header MAC. Whoever holds this key can decrypt the
     payload and forge payloads for this header. Never log it or send it anywhere."""
@@ -107,11 +137,11 @@ def unwrap_file_key(header: bytes, identities: Sequence[X25519Identity]) -> byte
 
 def rewrap(
     header: bytes,
-    identities: Sequence[X25519Identity],
-    recipients: Sequence[X25519Recipient],
+    identities: Sequence[Identity],
+    recipients: Sequence[Recipient],
 ) -> bytes:
     """Re-header: unwrap the file key of `header` with `identities` (MAC checked) and
-    return a new header (fresh ephemeral X25519 stanzas + MAC) for `recipients`. The
+    return a new header (fresh stanzas + MAC) for `recipients`. The
     payload that followed `header` is unchanged and now opens with the new header."""
     recipients = _check_recipients(recipients)
     file_key = unwrap_file_key(header, identities)
@@ -122,7 +152,10 @@ class Decryptor:
     """Decrypts one age file from `src`.
 
     The constructor reads and verifies the header and the payload nonce (HeaderError,
-    NoIdentityMatchError, HeaderMACError); iterating yields verified plaintext chunks and
+    NoIdentityMatchError, HeaderMACError). `armor`: None (default) detects ASCII armor
+    (a binary age file starts with "a"; anything else is read as armor), True requires
+    it, False reads binary only. Armor problems raise ArmorError (a HeaderError), also
+    while iterating, since the armor is decoded as the payload streams; iterating yields verified plaintext chunks and
     raises PayloadError at the first bad chunk, after yielding every chunk before it. A
     caller that must not act on a partial plaintext (e.g. writing an output file) keeps
     what it gets aside until iteration finished without error. Iterate once.
@@ -135,8 +168,14 @@ class Decryptor:
 
     __slots__ = ("header_bytes", "file_key", "_src", "_aead", "_started")
 
-    def __init__(self, src: BinaryIO, identities: Sequence[X25519Identity]) -> None:
+    def __init__(
+        self, src: BinaryIO, identities: Sequence[Identity], *, armor: bool | None = None
+    ) -> None:
         identities = _check_identities(identities)
+        if armor is None:
+            armor, src = _armor.sniff(src)
+        if armor:
+            src = _armor.ArmoredReader(src)
         self.header_bytes = _format.read_header(src)
         self.file_key = _unwrap(_format.parse(self.header_bytes), identities)
         nonce = bytearray(_stream.NONCE_SIZE)
@@ -156,6 +195,6 @@ class Decryptor:
         return _stream.open_(self._aead, self._src)
 
 
-def decrypt(src: BinaryIO, identities: Sequence[X25519Identity]) -> Iterator[bytes]:
+def decrypt(src: BinaryIO, identities: Sequence[Identity], *, armor: bool | None = None) -> Iterator[bytes]:
     """Header errors raise here; payload errors while iterating (see Decryptor)."""
-    return iter(Decryptor(src, identities))
+    return iter(Decryptor(src, identities, armor=armor))
