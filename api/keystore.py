@@ -2,7 +2,8 @@
 
     <home>/orgs/<name>/            mode 0700
         eth-keystore.json          Ethereum key: standard V3 keystore (scrypt), mode 0600
-        age-identity.txt           age X25519 identity in age-keygen's format, mode 0600:
+        age-identity.age           age X25519 identity in age-keygen's format, mode 0600,
+                                   itself an armored age file encrypted to the passphrase:
                                        # created: 2026-01-02T03:04:05Z
                                        # public key: age1…
                                        AGE-SECRET-KEY-1…
@@ -13,15 +14,18 @@ n=2**18, r=8, p=1 — geth's "standard" parameters). `insecure_fast_kdf=True` lo
 to n=2**10 so devnets and tests start in milliseconds; such a keystore protects nothing
 against an offline guesser. WARNING: never use it for a key that matters.
 
-The age identity file is plaintext protected by its 0600 mode (as age-keygen writes it,
-and as DESIGN §2 allows for devnets); `load_org_keys` refuses a file that group or others
-can read. `age -d -i age-identity.txt` works on it directly.
+The age identity is encrypted with the same passphrase (an age scrypt recipient, work
+factor 18 — 10 with `insecure_fast_kdf`), as `age-keygen | age -p -a` would write it, so
+`age -d -i age-identity.age` asks for the passphrase and works on it directly. Orgs created
+before that hold a plaintext `age-identity.txt` (0600, as age-keygen writes it), which is
+still read. `load_org_keys` refuses either file if group or others can read it.
 
 `init_org` builds the directory under a temporary name and renames it into place, so an
 interrupted init leaves no half-created org, and it never overwrites an existing org.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -36,11 +40,14 @@ from eth_account.signers.local import LocalAccount
 
 from api.errors import KeystoreError, OrgExistsError, OrgNotFoundError, WrongPassphraseError
 from api.settings import check_org_name
-from vault.age import X25519Identity
-from vault.errors import InvalidKeyError
+from vault.age import ScryptIdentity, ScryptRecipient, X25519Identity, decrypt, encrypt
+from vault.errors import InvalidKeyError, NoIdentityMatchError, VaultError
 
 KEYSTORE_FILE = "eth-keystore.json"
-IDENTITY_FILE = "age-identity.txt"
+IDENTITY_FILE = "age-identity.age"  # encrypted to the passphrase (age scrypt, armored)
+LEGACY_IDENTITY_FILE = "age-identity.txt"  # plaintext, written before identities were encrypted
+STANDARD_AGE_WORK_FACTOR = 18  # age -p's default: scrypt N = 2**18
+INSECURE_FAST_AGE_WORK_FACTOR = 10
 PUBLIC_FILE = "org.json"
 STANDARD_SCRYPT_N = 1 << 18
 INSECURE_FAST_SCRYPT_N = 1 << 10
@@ -111,8 +118,10 @@ def init_org(home: Path, name: str, passphrase: str, *, insecure_fast_kdf: bool 
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}.init-"))  # mode 0700
     try:
         _write(staging / KEYSTORE_FILE, json.dumps(keystore, indent=2) + "\n", 0o600)
-        _write(staging / IDENTITY_FILE,
-               f"# created: {created}\n# public key: {public.age_recipient}\n{identity}\n", 0o600)
+        text = f"# created: {created}\n# public key: {public.age_recipient}\n{identity}\n"
+        work = INSECURE_FAST_AGE_WORK_FACTOR if insecure_fast_kdf else STANDARD_AGE_WORK_FACTOR
+        sealed = b"".join(encrypt(text.encode("ascii"), [ScryptRecipient(passphrase, work_factor=work)], armor=True))
+        _write(staging / IDENTITY_FILE, sealed.decode("ascii"), 0o600)
         _write(staging / PUBLIC_FILE, public.to_json(), 0o644)
         _fsync_dir(staging)
         if target.exists():
@@ -160,21 +169,34 @@ def load_org_keys(home: Path, name: str, passphrase: str) -> OrgKeys:
     except (KeyError, TypeError):
         raise KeystoreError(f"{directory / KEYSTORE_FILE} is not a valid V3 keystore") from None
     account = Account.from_key(key)
-    identity = _read_identity(directory / IDENTITY_FILE)
+    identity = _read_identity(directory, passphrase, name)
     if account.address != public.address or str(identity.recipient) != public.age_recipient:
         raise KeystoreError(f"keys in {directory} do not match its {PUBLIC_FILE}")
     return OrgKeys(name=name, account=account, identity=identity)
 
 
-def _read_identity(path: Path) -> X25519Identity:
+def _read_identity(directory: Path, passphrase: str, name: str) -> X25519Identity:
+    encrypted = directory / IDENTITY_FILE
+    path = encrypted if encrypted.exists() else directory / LEGACY_IDENTITY_FILE
     try:
         mode = path.stat().st_mode
-        text = path.read_text(encoding="ascii")
-    except (OSError, UnicodeDecodeError) as exc:
+        data = path.read_bytes()
+    except OSError as exc:
         raise KeystoreError(f"cannot read age identity {path} ({type(exc).__name__})") from None
     if stat.S_IMODE(mode) & 0o077:
         raise KeystoreError(f"age identity {path} is accessible by others (mode {stat.S_IMODE(mode):o}); "
                             f"run `chmod 600 {path}`")
+    if path == encrypted:
+        try:
+            data = b"".join(decrypt(io.BytesIO(data), [ScryptIdentity(passphrase)]))
+        except NoIdentityMatchError:
+            raise WrongPassphraseError(f"wrong passphrase for organisation {name!r}") from None
+        except VaultError as exc:
+            raise KeystoreError(f"{path} is not an age file encrypted to a passphrase ({exc})") from None
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeystoreError(f"{path} does not hold a valid age X25519 identity") from None
     keys = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     if len(keys) != 1:
         raise KeystoreError(f"{path} must hold exactly one AGE-SECRET-KEY-1… line, found {len(keys)}")

@@ -1,8 +1,10 @@
 """Org keys at rest (api/keystore.py) and the `twinledger org` / `serve` commands."""
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import stat
 import subprocess
 
@@ -14,12 +16,15 @@ from api.keystore import (
     IDENTITY_FILE,
     INSECURE_FAST_SCRYPT_N,
     KEYSTORE_FILE,
+    LEGACY_IDENTITY_FILE,
     STANDARD_SCRYPT_N,
     init_org,
     load_org_keys,
     load_org_public,
 )
+from tests.age_tty import age_on_a_tty
 from twinledger.cli import app as cli
+from vault.age import ScryptIdentity, decrypt
 
 PASS = "correct horse battery staple"
 
@@ -41,7 +46,9 @@ def test_round_trip_and_file_modes(tmp_path):
     keystore = json.loads((directory / KEYSTORE_FILE).read_text())
     assert keystore["version"] == 3 and keystore["crypto"]["kdf"] == "scrypt"
     assert keystore["crypto"]["kdfparams"]["n"] == INSECURE_FAST_SCRYPT_N
-    lines = (directory / IDENTITY_FILE).read_text().splitlines()
+    stored = (directory / IDENTITY_FILE).read_bytes()
+    assert stored.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----") and b"AGE-SECRET-KEY" not in stored.upper()
+    lines = b"".join(decrypt(io.BytesIO(stored), [ScryptIdentity(PASS)])).decode().splitlines()
     assert lines[0].startswith("# created: ") and lines[1] == f"# public key: {public.age_recipient}"
     assert lines[2] == str(keys.identity)
     assert not list((tmp_path / "orgs").glob(".*"))  # no staging directory left behind
@@ -99,13 +106,42 @@ def test_mismatched_keys_are_refused(tmp_path):
         load_org_keys(tmp_path, "acme", PASS)
 
 
+def test_identity_under_another_passphrase_is_a_wrong_passphrase(tmp_path):
+    init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    init_org(tmp_path, "other", "another passphrase", insecure_fast_kdf=True)
+    os.replace(tmp_path / "orgs" / "other" / IDENTITY_FILE, tmp_path / "orgs" / "acme" / IDENTITY_FILE)
+    with pytest.raises(WrongPassphraseError):  # the keystore opens with PASS, the identity does not
+        load_org_keys(tmp_path, "acme", PASS)
+
+
+def test_a_plaintext_identity_of_an_older_org_still_loads(tmp_path):
+    public = init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
+    directory = tmp_path / "orgs" / "acme"
+    keys = load_org_keys(tmp_path, "acme", PASS)
+    legacy = directory / LEGACY_IDENTITY_FILE
+    legacy.write_text(f"# public key: {public.age_recipient}\n{keys.identity}\n")
+    os.chmod(legacy, 0o600)
+    (directory / IDENTITY_FILE).unlink()
+    assert str(load_org_keys(tmp_path, "acme", PASS).identity) == str(keys.identity)
+    os.chmod(legacy, 0o640)
+    with pytest.raises(KeystoreError, match="chmod 600"):
+        load_org_keys(tmp_path, "acme", PASS)
+
+
 def test_age_cli_decrypts_with_the_identity_file(tmp_path):
+    """`age -d -i age-identity.age` asks for the org passphrase (typed on a pty) and opens
+    what was encrypted to the org's recipient."""
     public = init_org(tmp_path, "acme", PASS, insecure_fast_kdf=True)
     sealed = subprocess.run(["age", "-e", "-r", public.age_recipient], input=b"twin", capture_output=True,
                             check=True).stdout
-    opened = subprocess.run(["age", "-d", "-i", str(tmp_path / "orgs" / "acme" / IDENTITY_FILE)], input=sealed,
-                            capture_output=True, check=True).stdout
-    assert opened == b"twin"
+    (tmp_path / "sealed.age").write_bytes(sealed)
+    out = tmp_path / "opened"
+    identity_file = tmp_path / "orgs" / "acme" / IDENTITY_FILE
+    code, tty = age_on_a_tty(shutil.which("age") or "age",
+                             ["-d", "-i", str(identity_file), "-o", str(out), str(tmp_path / "sealed.age")],
+                             PASS.encode())
+    assert code == 0, tty
+    assert out.read_bytes() == b"twin"
 
 
 # -- CLI ---------------------------------------------------------------------------------
