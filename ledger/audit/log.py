@@ -162,15 +162,17 @@ class AuditLog:
             # Time never decreases along seq (append enforces it), so a time range is a
             # seq range: bound seq too, which lets the database walk the (org, kind|asset|
             # actor, seq) index from the right place instead of filtering from seq 1.
+            # The time range then becomes ONLY a seq range: with the time predicates left
+            # in, PostgreSQL picked the time index for "kind X in this day" and filtered a
+            # whole day of rows (17 ms over 1M records) instead of walking (org, kind, seq).
             if since is not None:
                 start = self._first_seq_at(conn, since)
                 if start is None:
                     return Page([], None)
-                stmt = stmt.where(c.time >= since, c.seq >= start)
+                stmt = stmt.where(c.seq >= start)
             if until is not None:
-                stmt = stmt.where(c.time < until)
                 end = self._first_seq_at(conn, until)
-                if end is not None:
+                if end is not None:  # else every record is older than `until`
                     stmt = stmt.where(c.seq < end)
             rows = conn.execute(stmt.order_by(c.seq).limit(limit)).all()
         records = [_parse_stored(r.canonical, r.seq, self.org) for r in rows]
