@@ -78,7 +78,7 @@ class RequestAuthenticator:
         nonce is consumed here. `orgs` (default: the authenticator's directory) answers the
         org questions."""
         orgs = self.orgs if orgs is None else orgs
-        self.check_key_request(request, signature, orgs=orgs)
+        self._check(request, signature, request.consumer, request.deadline, orgs)
         self._consume(request.consumer, request.nonce, request.deadline)
         self.check_recipient(request, orgs=orgs)
         return request
