@@ -29,7 +29,11 @@ then each shard directory once); with `batch(background=True)` two threads fsync
 block file, then its shard directory, as soon as the file is renamed into place, while the
 caller goes on writing, and the end of the batch waits for them. Either way, when
 the outermost batch exits, every block put inside it (bytes and directory entry) is
-durable, and a failed fsync is raised there. A crash inside an unfinished batch can
+durable, and a failed fsync is raised there. A shard directory is made on its first
+block, and then the blocks directory is fsynced too (inside a batch: once, at its end), so
+that the shard's entry is as durable as the block (go-ds-flatfs does the same).
+`batch(direct=True)` writes large blocks past the page cache (O_DIRECT). A crash inside an
+unfinished batch can
 leave torn blocks, which are detected on read (hash check) and replaced by the next put
 of the same block (size check). With `sync=False` nothing is fsynced (tests, scratch
 stores). pins.json is always written with temp + fsync + rename + directory fsync.
@@ -41,6 +45,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
+import fcntl
 import json
 import os
 import queue
@@ -211,6 +217,26 @@ def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
         view = view[os.write(fd, view):]
 
 
+_ALIGN = 4096  # O_DIRECT: offsets, lengths and memory aligned to >= any common logical block size
+_DIRECT_MIN = 64 << 10  # smaller blocks go through the page cache: a direct write would only add latency
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
+
+
+def _write_direct(fd: int, data: bytes | bytearray | memoryview) -> None:
+    """Write `data` to the new, empty file `fd`, opened with O_DIRECT. Memory that is not
+    page-aligned makes the kernel refuse (EINVAL) before anything is written: then the file
+    is written through the page cache instead."""
+    try:
+        _write_all(fd, data)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        os.ftruncate(fd, 0)  # a partial direct write ahead of the refusal, if any
+        os.lseek(fd, 0, os.SEEK_SET)
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+        _write_all(fd, data)
+
+
 class _Flusher:
     """The fsyncs of one batch. Deferred (default): remember the files and shard
     directories, fsync them all in finish() (each directory once). background=True:
@@ -227,6 +253,7 @@ class _Flusher:
         self._lock = threading.Lock()
         self._files: list[Path] = []
         self._dirs: set[Path] = set()
+        self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
         self._closed = False
         self._queue: queue.Queue[tuple[int, Path] | None] | None = None
@@ -269,6 +296,16 @@ class _Flusher:
             os.close(fd)
         _fsync_dir(path.parent)
 
+    def made_dir(self, parent: Path) -> bool:
+        """A new shard directory was made in `parent`: fsync `parent` at finish() (once,
+        however many shards the batch made). False once the batch is finishing: the caller
+        fsyncs it itself."""
+        with self._lock:
+            if self._closed:
+                return False
+            self._parents.add(parent)
+            return True
+
     def finish(self) -> None:
         with self._lock:
             self._closed = True
@@ -279,7 +316,7 @@ class _Flusher:
                 thread.join()
         if self._error is not None:
             raise self._error
-        _flush(self._files, self._dirs)
+        _flush(self._files, self._dirs | self._parents)
 
 
 def _flush(files: list[Path], dirs: set[Path]) -> None:
@@ -313,6 +350,7 @@ class FilesystemBlockstore(_Pinning):
         self._lock = threading.RLock()
         self._batch_depth = 0
         self._flusher: _Flusher | None = None
+        self._direct = False  # inside batch(direct=True), on a filesystem that allows it
 
     def _path(self, cid: CID) -> Path:
         key = _key(cid.multihash)
@@ -329,14 +367,14 @@ class FilesystemBlockstore(_Pinning):
         shard = path.parent
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        try:
-            fd = os.open(tmp, flags, 0o666)
-        except FileNotFoundError:  # the shard's first block: one mkdir, not one per put
-            shard.mkdir(exist_ok=True)
-            fd = os.open(tmp, flags, 0o666)
+        direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
+        fd = self._create(tmp, flags | _O_DIRECT if direct else flags)
         flusher = self._flusher if self._sync else None
         try:
-            _write_all(fd, data)
+            if direct:
+                _write_direct(fd, data)
+            else:
+                _write_all(fd, data)
             if self._sync and flusher is None:
                 os.fsync(fd)
             os.replace(tmp, path)
@@ -351,6 +389,27 @@ class FilesystemBlockstore(_Pinning):
         os.close(fd)
         if self._sync:
             _fsync_dir(shard)
+
+    def _create(self, tmp: Path, flags: int) -> int:
+        """Create the temp file `tmp` in its shard directory, making the shard on its first
+        block; then the blocks directory is fsynced (at the end of a batch, once), so that
+        the new shard's entry is as durable as the block about to land in it (as go-ds-flatfs
+        does). A filesystem that refuses
+        O_DIRECT (tmpfs) gets the page cache, from then on."""
+        for _ in range(2):
+            try:
+                return os.open(tmp, flags, 0o666)
+            except FileNotFoundError:
+                tmp.parent.mkdir(exist_ok=True)
+                flusher = self._flusher
+                if self._sync and (flusher is None or not flusher.made_dir(self._blocks)):
+                    _fsync_dir(self._blocks)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL or not flags & _O_DIRECT:
+                    raise
+                self._direct = False
+                flags &= ~_O_DIRECT
+        return os.open(tmp, flags, 0o666)
 
     def get(self, cid: CID, *, verify: bool = True) -> bytes:
         """The block's bytes, checked against `cid` (BlockMismatchError) unless
@@ -385,16 +444,25 @@ class FilesystemBlockstore(_Pinning):
                     continue  # not a block file
 
     @contextlib.contextmanager
-    def batch(self, *, background: bool = False) -> Iterator[None]:
+    def batch(self, *, background: bool = False, direct: bool = False) -> Iterator[None]:
         """Defer the fsyncs of the puts inside the block (nestable); every block put inside
         it is durable once the outermost batch exits. Default: all fsyncs at the end.
         background=True (outermost batch only): each block file and then its shard
         directory are fsynced by background threads while the caller goes on, so the end
-        only waits for the last few."""
+        only waits for the last few.
+
+        direct=True (outermost batch only): large blocks (>= 64 KiB, a multiple of 4 KiB,
+        in page-aligned memory such as an mmap) are written past the page cache (O_DIRECT).
+        They must reach the disk before the batch ends anyway, so caching them would only
+        cost copying them into freshly allocated pages; a reader right after the batch
+        reads them from the disk. Other blocks, and filesystems without O_DIRECT, use the
+        page cache."""
         with self._lock:
             self._batch_depth += 1
-            if self._batch_depth == 1 and self._sync:
-                self._flusher = _Flusher(background)
+            if self._batch_depth == 1:
+                if self._sync:
+                    self._flusher = _Flusher(background)
+                self._direct = direct and bool(_O_DIRECT)
         try:
             yield
         finally:
@@ -403,6 +471,8 @@ class FilesystemBlockstore(_Pinning):
                 flusher = self._flusher if self._batch_depth == 0 else None
                 if flusher is not None:
                     self._flusher = None
+                if self._batch_depth == 0:
+                    self._direct = False
             if flusher is not None:
                 flusher.finish()
 

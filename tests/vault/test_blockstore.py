@@ -117,7 +117,7 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     real = os.fsync
 
     def counting(fd: int) -> None:
-        calls.append(fd)
+        calls.append(os.fstat(fd).st_ino)  # which file or directory
         real(fd)
 
     monkeypatch.setattr(os, "fsync", counting)
@@ -132,7 +132,15 @@ def test_sync_fsyncs_every_put(tmp_path: Path, fsyncs: list[int]) -> None:
     store = FilesystemBlockstore(tmp_path)
     for cid, data in _blocks(5):
         store.put(cid, data)
-    assert len(fsyncs) == 10  # file + shard directory, per block
+    paths = list((tmp_path / "blocks").rglob("*.data"))
+    shards = {p.parent.stat().st_ino for p in paths}
+    blocks_dir = (tmp_path / "blocks").stat().st_ino
+    # file + shard directory per block, and the blocks directory once per new shard (its entry)
+    expected = [p.stat().st_ino for p in paths] + [p.parent.stat().st_ino for p in paths] + [blocks_dir] * len(shards)
+    assert sorted(fsyncs) == sorted(expected)
+    fsyncs.clear()
+    store.put(*_blocks(1)[0])  # already there: nothing written, nothing synced
+    assert fsyncs == []
 
 
 def test_batch_defers_fsyncs_to_its_end(tmp_path: Path, fsyncs: list[int]) -> None:
@@ -144,8 +152,10 @@ def test_batch_defers_fsyncs_to_its_end(tmp_path: Path, fsyncs: list[int]) -> No
                 store.put(cid, data)
         assert fsyncs == []
         assert all(store.get(cid) == data for cid, data in blocks)  # visible at once
-    shards = {p.parent for p in (tmp_path / "blocks").rglob("*.data")}
-    assert len(fsyncs) == 20 + len(shards)
+    paths = list((tmp_path / "blocks").rglob("*.data"))
+    shards = {p.parent.stat().st_ino for p in paths}
+    # every file, every shard once, and the blocks directory once for all the new shards' entries
+    assert sorted(fsyncs) == sorted([p.stat().st_ino for p in paths] + [*shards, (tmp_path / "blocks").stat().st_ino])
 
 
 def test_batch_lets_exceptions_through_and_still_flushes(tmp_path: Path, fsyncs: list[int]) -> None:
@@ -155,7 +165,7 @@ def test_batch_lets_exceptions_through_and_still_flushes(tmp_path: Path, fsyncs:
             with store.batch():
                 store.put(*_blocks(1)[0])
                 raise RuntimeError("boom")
-    assert len(fsyncs) == 2
+    assert len(fsyncs) == 3  # the file, its new shard and the blocks directory (the shard's entry)
 
 
 def test_unsynced_store_never_fsyncs_blocks(tmp_path: Path, fsyncs: list[int]) -> None:
