@@ -1,46 +1,39 @@
-"""The seal/open pipeline behind vault.Vault: buffer rings, the worker threads, the
-fsync-behind syncer, open's output writer and the ciphertext reader. Private:
-vault/vault.py is the only user; the byte formats live in vault/age and vault/unixfs.
+"""The seal/open plumbing behind vault.Vault: buffer pools, the worker stage (_Sink), the
+in-order hand-over of sealed leaves to the DAG (_InOrder), open's read-ahead (_Prefetch),
+open's payload stage and the ciphertext reader. Private: vault/vault.py is the only user
+(seal's payload stage is vault/_seal.py); the byte formats live in vault/age and vault/unixfs.
 
-Two cores, two busy threads. hashlib, blake3, the AEAD and file I/O release the GIL, so the
-caller's thread and one worker overlap; the split below gives them similar CPU work (per
-256 MiB: SHA-256 ~0.16 s, block files ~0.15 s of kernel time, encrypt or decrypt ~0.08 s,
-commitment ~0.05 s, reading ~0.04 s). The other threads mostly wait for the disk.
+hashlib, blake3, the AEAD and file I/O release the GIL, so the threads overlap on two cores
+(per 256 MiB: SHA-256 ~0.19 s, encrypt or decrypt ~0.1 s, commitment ~0.05 s, reading
+~0.04 s, block files ~0.05-0.2 s of kernel time).
 
-  seal  caller: read, commitment, encrypt into leaf buffers, and the SHA-256 of a full leaf
-                whenever the worker has a backlog (the leaf is still in this core's cache);
-        worker: SHA-256 of the other leaves, block files; two blockstore threads fsync them.
-  open  caller: fetch each block and verify it against its CID (export());
-        worker: decrypt into plaintext buffers, commitment;
-        writer: writes the buffers past the page cache (vault/_output.py).
+  open  caller:   fetch each block and verify it against its CID (export()); two
+                  _Prefetch threads read the leaves ahead;
+        worker:   decrypt into plaintext buffers, commitment;
+        writer:   writes the buffers past the page cache (vault/_output.py).
 
-Memory is bounded by the rings (_SEGMENTS leaf buffers and two plaintext buffers for seal,
-_POOL plaintext buffers for open) and the queue depths, whatever the file size.
+Memory is bounded by the pools (_POOL plaintext buffers), the read-ahead and the queue
+depths, whatever the file size.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
-import hashlib
 import io
 import mmap
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vault.age._stream import (
-    CHUNK_SIZE,
-    ENC_CHUNK_SIZE,
-    TAG_SIZE,
-    ChunkOpener,
-    ChunkSealer,
-    iter_chunks,
-    read_full,
-)
+from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, ChunkOpener, iter_chunks
 from vault._output import _Output
-from vault.cid import CID
+from vault._mfbase import FormatError
+from vault._mfdagpb import link_cids
+from vault.cid import CID, DAG_PB, RAW
 from vault.commitment import Committer
 from vault.errors import InputValidationError, PayloadError
 
@@ -48,7 +41,6 @@ Progress = Callable[[int], None]
 GetBlock = Callable[[CID], bytes]
 _PLAIN_BUFFER = 16 * CHUNK_SIZE  # plaintext per buffer: 16 STREAM chunks, 1 MiB
 _POOL = 4  # plaintext buffers in open's ring
-_SEGMENTS = 6  # leaf buffers in seal's ring: the one being filled + the worker's backlog
 _QUEUE_DEPTH = 6  # ciphertext blocks in flight to open's worker (each one leaf, <= 1 MiB)
 
 
@@ -69,97 +61,74 @@ class _Pool:
         self._free.put(view.obj)  # type: ignore[arg-type]
 
 
-class _Segments:
-    """Lays the ciphertext out in pool buffers of exactly the import chunk size and hands
-    each full one to `ship(segment, digest)` (the importer then takes it as one leaf without
-    copying it into its own buffer); close() ships the partial last one.
+class _Prefetch:
+    """A get_block for export() that reads ahead: once a dag-pb node whose links are all raw
+    leaves has been fetched, its leaves are what export() asks for next, in order, so up to
+    `ahead` of them are read on `threads` threads meanwhile (from a disk: the reads overlap
+    the caller's hashing and each other). A request for anything else drops the plan and is
+    read directly. The node is parsed before export() has verified it: a bad one only makes
+    this read the wrong blocks ahead, which are then not used. close() stops the threads."""
 
-    Leaf hashing is shared with the worker: when `hash_here()` says so as a segment is
-    shipped (the worker has a backlog), its SHA-256 is computed here, while the bytes just
-    written are still in this core's cache, and passed on as `digest`; otherwise `digest`
-    is None and the worker hashes the leaf."""
+    def __init__(self, get: GetBlock, *, ahead: int = 4, threads: int = 2) -> None:
+        self._get = get
+        self._ahead = ahead
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="vault-fetch")
+        self._plan: collections.deque[CID] = collections.deque()
+        self._pending: collections.deque[tuple[CID, Future[bytes]]] = collections.deque()
 
-    def __init__(self, pool: _Pool, ship: Callable[[memoryview, bytes | None], None],
-                 hash_here: Callable[[], bool] | None = None) -> None:
-        self._pool = pool
-        self._ship = ship
-        self._hash_here = hash_here
-        self._size = pool.size
-        self._view = pool.take()
-        self._fill = 0
+    def __call__(self, cid: CID) -> bytes:
+        if self._pending and self._pending[0][0] == cid:
+            future = self._pending.popleft()[1]
+            self._fill()
+            data = future.result()
+        else:
+            self._reset()
+            data = self._get(cid)
+        if cid.codec == DAG_PB:
+            try:
+                links = link_cids(data)
+            except FormatError:
+                links = []  # export() rejects the block
+            if links and all(link.codec == RAW for link in links):
+                self._reset()
+                self._plan.extend(links)
+                self._fill()
+        return data
 
-    def reserve(self, n: int) -> memoryview | None:
-        """`n` bytes of the current segment to write into, or None if they do not fit."""
-        start = self._fill
-        if start + n > self._size:
-            return None
-        self._fill = start + n
-        return self._view[start : start + n]
+    def _fill(self) -> None:
+        while self._plan and len(self._pending) < self._ahead:
+            cid = self._plan.popleft()
+            self._pending.append((cid, self._pool.submit(self._get, cid)))
 
-    def filled(self) -> None:
-        """What reserve() handed out has been written."""
-        if self._fill == self._size:
-            self._send(self._view)
-            self._view = self._pool.take()
-            self._fill = 0
-
-    def append(self, data: bytes | bytearray | memoryview) -> None:
-        data = memoryview(data)
-        while data:
-            take = min(self._size - self._fill, len(data))
-            self._view[self._fill : self._fill + take] = data[:take]
-            self._fill += take
-            data = data[take:]
-            self.filled()
+    def _reset(self) -> None:
+        for _, future in self._pending:
+            future.cancel()
+        self._pending.clear()
+        self._plan.clear()
 
     def close(self) -> None:
-        if self._fill:
-            self._send(self._view[: self._fill])
-        else:
-            self._pool.release(self._view)
-
-    def _send(self, segment: memoryview) -> None:
-        here = self._hash_here is not None and self._hash_here()
-        self._ship(segment, hashlib.sha256(segment).digest() if here else None)
+        self._reset()
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _seal_payload(reader: Any, sealer: ChunkSealer, plain: _Pool, commit: Callable[[memoryview], None],
-                  out: _Segments, progress: Progress | None) -> int:
-    """Read plaintext into pool buffers, feed each to `commit`, then encrypt its STREAM
-    chunks straight into `out` (through a scratch chunk only where one straddles two
-    segments). One buffer of look-ahead tells whether a full last chunk is the final one."""
-    scratch = memoryview(bytearray(ENC_CHUNK_SIZE))
-    seal_into = sealer.seal_into
-    view = plain.take()
-    n = read_full(reader, view)
-    total = 0
-    while True:
-        total += n
-        commit(view[:n])
-        if progress is not None and n:
-            progress(n)
-        nxt: memoryview | None = None
-        more = 0
-        if n == len(view):
-            nxt = plain.take()
-            more = read_full(reader, nxt)
-        final = more == 0
-        for start in range(0, max(n, 1), CHUNK_SIZE):
-            end = min(start + CHUNK_SIZE, n)
-            size = end - start + TAG_SIZE
-            target = out.reserve(size)
-            if target is not None:
-                seal_into(view[start:end], target, final and end == n)
-                out.filled()
-            else:
-                seal_into(view[start:end], scratch[:size], final and end == n)
-                out.append(scratch[:size])
-        plain.release(view)
-        if final:
-            if nxt is not None:
-                plain.release(nxt)
-            return total
-        view, n = nxt, more  # type: ignore[assignment]
+class _InOrder:
+    """Runs functions in the order of their indexes (0, 1, 2, ...), whatever the order in
+    which add() is called: each one runs, under a lock, on the thread that fills the gap
+    before it. `done` counts those that ran."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, Callable[[], Any]] = {}
+        self.done = 0
+
+    def add(self, index: int, fn: Callable[[], Any]) -> None:
+        with self._lock:
+            if index < self.done or index in self._pending:
+                raise InputValidationError(f"index {index} was added twice")
+            self._pending[index] = fn
+            while (ready := self._pending.pop(self.done, None)) is not None:
+                ready()
+                self.done += 1
 
 
 def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Committer, fd: int,
@@ -291,49 +260,54 @@ class _Ciphertext:
 
 
 class _Sink:
-    """Runs `drain(items)` on one worker thread, where `items` yields what the producer
-    put(), through a bounded queue, until close(); `release(item)` runs once the worker
-    has moved past an item (also for items skipped after a failure, so buffer pools
-    refill). A failure in the worker is re-raised to the producer at its next put() or at
-    close(); the worker keeps taking items so the producer never blocks on a dead thread."""
+    """Runs `drain(items)` on `threads` worker threads, where each one's `items` yields what
+    the producer put(), through one bounded queue, until close(); `release(item)` runs once
+    a worker has moved past an item (also for items skipped after a failure, so buffer
+    pools refill). A failure in a worker is re-raised to the producer at its next put() or
+    at close(); the workers keep taking items so the producer never blocks on a dead
+    thread. With several threads, items are taken in order but may finish out of order."""
 
     _END = object()
 
     def __init__(self, drain: Callable[[Iterator[Any]], Any], name: str,
-                 release: Callable[[Any], Any] | None = None, *, depth: int = _QUEUE_DEPTH) -> None:
+                 release: Callable[[Any], Any] | None = None, *, depth: int = _QUEUE_DEPTH,
+                 threads: int = 1) -> None:
         self._drain = drain
         self._release = release
         self._queue: queue.Queue[Any] = queue.Queue(depth)
-        self._ended = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"vault-{name}", daemon=True)
-        self._thread.start()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._run, name=f"vault-{name}{n if threads > 1 else ''}",
+                                          daemon=True) for n in range(threads)]
+        for thread in self._threads:
+            thread.start()
 
-    def _items(self) -> Iterator[Any]:
+    def _items(self, ended: list[bool]) -> Iterator[Any]:
         while (item := self._queue.get()) is not self._END:
             try:
                 yield item
             finally:
                 if self._release is not None:
                     self._release(item)
-        self._ended = True
+        ended.append(True)
 
     def _run(self) -> None:
-        items = self._items()
+        ended: list[bool] = []
+        items = self._items(ended)
         try:
             self._drain(items)
         except BaseException as exc:  # handed to the producer
-            self._error = exc
+            self._error = self._error or exc
         finally:
             items.close()  # releases the item the drain stopped at
-        if not self._ended:
+        if not ended:
             if self._error is None:  # drain returned early: nothing may follow what it took
                 self._error = InputValidationError("the pipeline worker stopped before the end of its input")
-            for _ in self._items():
+            for _ in self._items(ended):
                 pass
 
     def backlog(self) -> int:
-        """Items waiting for the worker (not counting the one it is on)."""
+        """Items waiting for a worker (not counting those being worked on)."""
         return self._queue.qsize()
 
     def put(self, item: Any) -> None:
@@ -342,12 +316,15 @@ class _Sink:
         self._queue.put(item)
 
     def close(self) -> None:
-        self._queue.put(self._END)
-        self._thread.join()
+        if not self._closed:
+            self._closed = True
+            for _ in self._threads:
+                self._queue.put(self._END)
+            for thread in self._threads:
+                thread.join()
         if self._error is not None:
             raise self._error
 
     def abort(self) -> None:
         with contextlib.suppress(BaseException):
             self.close()
-

@@ -11,25 +11,25 @@ the owner's recipient, then the STREAM payload), imported as a UnixFS file with 
 vault's profile, so `ipfs cat <cid> | age -d -i owner.key` works, and a consumer given a
 new header opens `new header ‖ payload` with any age implementation.
 
-Pipeline and memory (details in vault/_pipeline.py). Two busy threads with similar CPU
-work, for two cores. seal: the caller's thread reads the plaintext into one of two 1 MiB
-buffers, feeds it to the commitment and encrypts its 64 KiB STREAM chunks with
-encrypt_into straight into ciphertext buffers of exactly the leaf size (1 MiB for the
-default profile; the age header and nonce open the first one), so a leaf is never joined
-or copied on its way to the store; it also hashes a full leaf whenever the worker has a
-backlog. The worker hashes the other leaves and writes every block file, and blockstore
-threads fsync the stored files meanwhile. open: the caller's thread fetches each block
-and has export() check it against its CID (the only hash of it: our own stores are asked
-for `get(verify=False)`); the worker decrypts the verified blocks with decrypt_into into
-1 MiB plaintext buffers and feeds the commitment, and a writer thread writes them out
-with O_DIRECT where the filesystem allows it (the output is fsynced before open returns
-anyway; see vault/_output.py), else through the page cache with fdatasyncs behind it.
-hashlib, blake3, the AEAD and file I/O release the GIL, so the threads overlap. Buffers
-come from fixed rings and bounded queues (at most ~10 MiB in flight), so memory stays
-flat whatever the file size.
+Pipeline and memory (details in vault/_seal.py and vault/_pipeline.py). seal: the caller's
+thread reads the plaintext once, in 1 MiB buffers, and feeds it to the commitment; three
+worker threads each take a whole UnixFS leaf of the age file (header, nonce, STREAM chunks),
+encrypt its chunks with encrypt_into straight into a page-aligned leaf buffer, hash it and
+store it, so a leaf is encrypted, hashed and written by one core while it is in that core's
+cache; the DAG takes the leaves in order. The blocks go past the page cache (O_DIRECT: they
+must be on disk before seal returns anyway) and blockstore threads fsync them meanwhile.
+open: the caller's thread fetches each block (the leaves of a node are read ahead on two
+threads) and has export() check it against its CID (the only hash of
+it: our own stores are asked for `get(verify=False)`); a worker decrypts the verified
+blocks with decrypt_into into 1 MiB plaintext buffers and feeds the commitment, and a
+writer thread writes them out with O_DIRECT where the filesystem allows it (see
+vault/_output.py), else through the page cache with fdatasyncs behind it. hashlib, blake3,
+the AEAD and file I/O release the GIL, so the threads overlap. Buffers come from fixed
+pools and bounded queues (seal: about 13 MiB in flight, open: about 10 MiB), so memory
+stays flat whatever the file size.
 
 Durability. seal stores the blocks inside the store's `batch()` (FilesystemBlockstore:
-`batch(background=True)`), which returns only once every block file and every shard
+`batch(background=True, direct=True)`), which returns only once every block file and every shard
 directory that received one is fsynced; it then pins the root (pins.json: temp file,
 fsync, rename, directory fsync) and only then returns. open writes a temp file next to
 `out`, checks the commitment, fsyncs the temp file, renames it into place and fsyncs the
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import inspect
 import os
 import tempfile
@@ -60,20 +61,17 @@ from vault.age._stream import (
     payload_aead,
 )
 from vault._pipeline import (
-    _PLAIN_BUFFER,
-    _SEGMENTS,
     _Ciphertext,
+    _InOrder,
     _open_payload,
     _plaintext_reader,
-    _Pool,
-    _seal_payload,
-    _Segments,
-    _Sink,
+    _Prefetch,
 )
+from vault._seal import seal_segments
 from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir
-from vault.cid import CID
+from vault.cid import CID, RAW
 from vault.commitment import Committer
-from vault.errors import HeaderError, InputValidationError
+from vault.errors import HeaderError, InputValidationError, IntegrityError
 from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 
 Progress = Callable[[int], None]
@@ -116,40 +114,37 @@ class Vault:
     def seal(self, src: BinaryIO | Path | Iterable[bytes], *, progress: Progress | None = None) -> SealedVersion:
         """Encrypt `src` to this vault's own recipient, commit to the plaintext, import the
         ciphertext as UnixFS, store every block and pin the root. `progress(n)` is called
-        with the number of plaintext bytes consumed since the previous call."""
+        with the number of plaintext bytes consumed since the previous call. The store's
+        put() is called from several threads at once (every store here allows that)."""
         file_key = os.urandom(16)
         header = header_for(file_key, [self.identity.recipient])
         sealer = ChunkSealer(file_key)
         committer = Committer(file_key)
-        plain = _Pool(_PLAIN_BUFFER, 2)  # the buffer being sealed + one of look-ahead
         profile = PROFILES[self.profile]
-        segments = _Pool(profile.chunk_size, _SEGMENTS)
+        lend = isinstance(self.store, FilesystemBlockstore)  # it writes a block out before put() returns
         with contextlib.ExitStack() as stack:
             reader = _plaintext_reader(src, stack)
             stack.enter_context(_batch(self.store))
-            # The caller reads, commits and encrypts each buffer while it is hot in its
-            # core's cache, and hashes a leaf too whenever the worker, which hashes the
-            # others and stores them all, has a backlog (raw leaves: the leaf is the block).
-            # The blockstore writes each leaf out before put() returns: lend it the buffer.
-            importer = Importer(profile, self.store.put, lend_chunks=isinstance(self.store, FilesystemBlockstore))
+            importer = Importer(profile, self.store.put)
+            in_order = _InOrder()
+            put = self.store.put
 
-            def store_leaves(leaves: Iterator[tuple[memoryview, bytes | None]]) -> None:
-                for leaf, digest in leaves:
-                    importer.write_chunk(leaf, digest)
+            # Each leaf is encrypted, hashed and stored by one worker thread (vault/_seal.py);
+            # the DAG takes the leaves in order. A dag-pb leaf (profile v0) wraps its chunk:
+            # the importer builds, hashes and stores it, from a copy, in order.
+            def emit(index: int, leaf: memoryview) -> None:
+                if not profile.raw_leaves:
+                    in_order.add(index, functools.partial(importer.write_chunk, bytes(leaf)))
+                    return
+                cid = CID.from_digest(hashlib.sha256(leaf).digest(), RAW, 1)
+                put(cid, leaf if lend else bytes(leaf))
+                in_order.add(index, functools.partial(importer.add_leaf, cid, len(leaf)))
 
-            blocks = _Sink(store_leaves, "import", lambda leaf: segments.release(leaf[0]))
-            try:
-                hash_here = (lambda: blocks.backlog() > 0) if profile.raw_leaves else None
-                out = _Segments(segments, lambda leaf, digest: blocks.put((leaf, digest)), hash_here)
-                out.append(header)
-                out.append(sealer.nonce)
-                size = _seal_payload(reader, sealer, plain, committer.update, out, progress)
-                out.close()
-                blocks.close()
-                root = importer.finish()  # the last leaf and the inner nodes
-            except BaseException:
-                blocks.abort()
-                raise
+            size, leaves = seal_segments(reader, header + sealer.nonce, sealer, committer.update,
+                                         profile.chunk_size, emit, progress)
+            if in_order.done != leaves:  # cannot happen: every segment was emitted once
+                raise IntegrityError(f"sealed {leaves} leaves but the DAG took {in_order.done}")
+            root = importer.finish()  # the inner nodes
         pin = getattr(self.store, "pin", None)
         if callable(pin):
             pin(root)
@@ -206,8 +201,11 @@ class Vault:
         if out.is_dir():
             raise InputValidationError(f"output path {out} is a directory")
 
+        prefetch = None
         if get_block is None:
             get_block = _get_once_verified(self.store)
+            if isinstance(self.store, FilesystemBlockstore):  # a disk: read the leaves ahead
+                get_block = prefetch = _Prefetch(get_block)
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
         tmp = Path(tmp_name)
         blocks: Iterator[bytes] | None = None
@@ -233,6 +231,8 @@ class Vault:
         finally:
             if blocks is not None:
                 blocks.close()  # type: ignore[attr-defined]
+            if prefetch is not None:
+                prefetch.close()
         _fsync_dir(out.parent)
         return written
 
@@ -263,6 +263,6 @@ def _batch(store: BlockStore) -> contextlib.AbstractContextManager[Any]:
     """The store's batch() (fsyncs overlapped on a background thread when the store can),
     else nothing."""
     if isinstance(store, FilesystemBlockstore):
-        return store.batch(background=True)
+        return store.batch(background=True, direct=True)
     batch = getattr(store, "batch", None)
     return batch() if callable(batch) else contextlib.nullcontext()

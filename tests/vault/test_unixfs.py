@@ -165,6 +165,50 @@ def test_whole_chunks_give_the_same_cids_as_write(data: bytes, profile: Profile,
     assert importer.size == len(data)
 
 
+@FEW
+@given(st.binary(min_size=1, max_size=600), small_profiles.filter(lambda p: p.raw_leaves))
+def test_leaves_added_by_cid_give_the_same_dag_as_write(data: bytes, profile: Profile) -> None:
+    """add_leaf() (the vault's path: each leaf hashed and stored by a worker, the DAG told
+    its CID and size in order) builds exactly the DAG write() builds, storing only the inner
+    nodes itself."""
+    expected: dict[CID, bytes] = {}
+    root = import_bytes(data, profile, lambda c, b: expected.__setitem__(c, b))
+    stored: dict[CID, bytes] = {}
+    importer = Importer(profile, lambda c, b: stored.__setitem__(c, bytes(b)))
+    cs = profile.chunk_size
+    leaves = {}
+    for start in range(0, len(data), cs):
+        leaf = data[start : start + cs]
+        cid = CID.from_sha256(leaf, RAW, 1)
+        leaves[cid] = leaf
+        importer.add_leaf(cid, len(leaf))
+    assert importer.finish() == root
+    assert {**stored, **leaves} == expected
+    assert not set(stored) & set(leaves)  # the leaves were not put again
+    assert importer.size == len(data)
+
+
+def test_add_leaf_refuses_what_would_change_the_dag() -> None:
+    raw = Profile("t", cid_version=1, raw_leaves=True, chunk_size=4, max_links=2)
+    leaf = CID.from_sha256(b"1234", RAW, 1)
+    importer = Importer(raw)
+    with pytest.raises(InputValidationError, match="whole leaf"):
+        importer.add_leaf(leaf, 5)  # longer than a chunk
+    with pytest.raises(InputValidationError, match="whole leaf"):
+        importer.add_leaf(leaf, 0)
+    with pytest.raises(InputValidationError, match="CIDv1 raw"):
+        importer.add_leaf(CID.from_sha256(b"1234", DAG_PB, 1), 4)
+    importer.add_leaf(CID.from_sha256(b"123", RAW, 1), 3)  # a short leaf is the last one
+    with pytest.raises(InputValidationError, match="whole leaf"):
+        importer.add_leaf(leaf, 4)
+    importer.finish()
+    with pytest.raises(InputValidationError, match="after finish"):
+        importer.add_leaf(leaf, 4)
+    wrapped = Profile("t", cid_version=1, raw_leaves=False, chunk_size=4, max_links=2)
+    with pytest.raises(InputValidationError, match="raw-leaves"):
+        Importer(wrapped).add_leaf(leaf, 4)
+
+
 def test_write_chunk_refuses_what_would_change_the_dag() -> None:
     raw = Profile("t", cid_version=1, raw_leaves=True, chunk_size=4, max_links=2)
     importer = Importer(raw)

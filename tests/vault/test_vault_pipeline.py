@@ -6,10 +6,12 @@ durable on disk. Real components throughout; os.fsync is wrapped only to record 
 inodes were synced, and the worker's backlog is pinned only to choose who hashes."""
 from __future__ import annotations
 
-import hashlib
+import functools
 import io
 import mmap
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -31,10 +33,11 @@ from vault.age._stream import (
     seal,
 )
 from vault._output import _Output
-from vault._pipeline import _Pool, _Segments, _Sink
+from vault._pipeline import _InOrder, _Prefetch, _Sink
+from vault._seal import seal_segments
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
-from vault.errors import BlockMismatchError, InputValidationError, PayloadError
+from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
 from vault.unixfs import export
 from vault.vault import Vault
 
@@ -158,46 +161,102 @@ def test_sealed_ciphertext_is_the_reference_stream(owner, profile: str, size: in
     assert sealed.ciphertext_size == len(header) + len(reference)
 
 
-# -- seal shares the leaf hashing -----------------------------------------------------------
+# -- seal encrypts segments on several threads (vault/_seal.py) -----------------------------
 
 
-@pytest.mark.parametrize("hash_here", [None, "never", "always", "alternate"])
-def test_segments_are_whole_leaves_with_the_right_digest_whoever_hashes(hash_here) -> None:
-    decide = {None: None, "never": lambda: False, "always": lambda: True,
-              "alternate": lambda it=iter(range(10**6)): next(it) % 2 == 0}[hash_here]
-    pool = _Pool(1000, 3)
-    shipped: list[tuple[bytes, bytes | None]] = []
+def _segments(plaintext: bytes, head: bytes, segment_size: int, workers: int, piece: int | None = None,
+              emit_hook=None) -> tuple[dict[int, bytes], int, int, list[int]]:
+    """Run seal_segments over `plaintext`; returns {index: leaf}, size, count, progress calls."""
+    got: dict[int, bytes] = {}
+    reported: list[int] = []
 
-    def ship(segment: memoryview, digest: bytes | None) -> None:
-        shipped.append((bytes(segment), digest))
-        pool.release(segment)
+    def emit(index: int, leaf: memoryview) -> None:
+        if emit_hook is not None:
+            emit_hook(index)
+        assert index not in got  # every segment once
+        got[index] = bytes(leaf)
 
-    data = os.urandom(4321)
-    out = _Segments(pool, ship, decide)
-    out.append(data[:7])
-    at = 7
-    while at < len(data):
-        n = min(90, len(data) - at)
-        target = out.reserve(n)
-        if target is None:
-            out.append(data[at : at + n])
-        else:
-            target[:] = data[at : at + n]
-            out.filled()
-        at += n
-    out.close()
-    assert b"".join(seg for seg, _ in shipped) == data
-    assert [len(seg) for seg, _ in shipped] == [1000] * 4 + [321]
-    for seg, digest in shipped:
-        assert digest is None or digest == hashlib.sha256(seg).digest()
-    hashed = [digest is not None for _, digest in shipped]
-    assert hashed == {None: [False] * 5, "never": [False] * 5, "always": [True] * 5,
-                      "alternate": [True, False, True, False, True]}[hash_here]
+    source: object = io.BytesIO(plaintext)
+    if piece is not None:  # a reader that returns at most `piece` bytes per call
+        stream = io.BytesIO(plaintext)
+        source = type("Trickle", (), {"readinto": lambda self, b: stream.readinto(b[:piece])})()
+    size, count = seal_segments(source, head, ChunkSealer(KEY, NONCE), lambda view: None, segment_size, emit,
+                                reported.append, workers=workers)
+    return got, size, count, reported
 
 
-@pytest.mark.parametrize("backlog", [0, 1])  # 0: the worker hashes every leaf, 1: the caller does
-def test_sealed_blocks_hash_to_their_cids_whoever_hashes_them(owner, tmp_path: Path, monkeypatch, backlog) -> None:
-    monkeypatch.setattr(_Sink, "backlog", lambda self: backlog)
+@settings(max_examples=60, deadline=None)
+@given(size=st.sampled_from([0, 1, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, MIB - 1, MIB, MIB + 1,
+                             2 * MIB + 70_000, 3 * MIB]) | st.integers(min_value=0, max_value=2 * MIB),
+       head_size=st.sampled_from([NONCE_SIZE, NONCE_SIZE + 1, 200, 4095, 4096, 9000]),
+       segment_size=st.sampled_from([4096, 3 * 4096, 256 << 10, MIB]),
+       workers=st.integers(min_value=1, max_value=4),
+       piece=st.none() | st.integers(min_value=1, max_value=300_000))
+def test_segments_are_the_reference_age_file_cut_into_leaves(size: int, head_size: int, segment_size: int,
+                                                            workers: int, piece: int | None) -> None:
+    """Whatever the sizes, the segments, in index order, are exactly header ‖ nonce ‖ the
+    reference STREAM, each segment_size bytes but the last; each is emitted once."""
+    plaintext = os.urandom(size)
+    header = os.urandom(head_size - NONCE_SIZE)  # up to 9000: longer than a 4096-byte segment
+    head = header + NONCE
+    reference = header + b"".join(seal(KEY, [plaintext], NONCE))  # seal() yields the nonce first
+    got, total, count, reported = _segments(plaintext, head, segment_size, workers, piece)
+    assert total == size and sum(reported) == size
+    assert sorted(got) == list(range(count))
+    assert [len(got[i]) for i in range(count - 1)] == [segment_size] * (count - 1)
+    assert 0 < len(got[count - 1]) <= segment_size
+    assert b"".join(got[i] for i in range(count)) == reference
+
+
+def test_a_failing_emit_stops_the_seal_and_is_raised() -> None:
+    def boom(index: int) -> None:
+        if index == 5:
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        _segments(os.urandom(40 * CHUNK_SIZE), b"h" * 200 + NONCE, 4096, 3, emit_hook=boom)
+
+
+def test_a_failing_reader_stops_the_workers_and_is_raised() -> None:
+    class Broken:
+        calls = 0
+
+        def readinto(self, buffer) -> int:
+            self.calls += 1
+            if self.calls == 4:
+                raise OSError(5, "Input/output error")
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    emitted: list[int] = []
+    with pytest.raises(OSError, match="Input/output"):
+        seal_segments(Broken(), b"h" * 100 + NONCE, ChunkSealer(KEY, NONCE), lambda view: None, MIB,
+                      lambda i, leaf: emitted.append(i))
+    assert sorted(emitted) == list(range(len(emitted)))  # what was handed out before the failure
+    assert not [t for t in threading.enumerate() if t.name.startswith("vault-seal")]  # all joined
+
+
+def test_the_commitment_sees_the_plaintext_in_order_once() -> None:
+    plaintext = os.urandom(5 * MIB + 123)
+    seen = bytearray()
+    seal_segments(io.BytesIO(plaintext), b"h" * 100 + NONCE, ChunkSealer(KEY, NONCE),
+                  lambda view: seen.extend(view), MIB, lambda i, leaf: None)
+    assert bytes(seen) == plaintext
+
+
+def test_in_order_runs_functions_by_index_whatever_the_order_they_come_in() -> None:
+    ran: list[int] = []
+    order = _InOrder()
+    for i in [3, 1, 0, 2, 5, 4]:
+        order.add(i, functools.partial(ran.append, i))
+    assert ran == [0, 1, 2, 3, 4, 5] and order.done == 6
+    with pytest.raises(InputValidationError, match="twice"):
+        order.add(2, lambda: None)
+    order.add(7, lambda: ran.append(7))
+    assert order.done == 6 and ran[-1] == 5  # 7 waits for 6
+
+
+def test_sealed_blocks_hash_to_their_cids(owner, tmp_path: Path) -> None:
     plaintext = os.urandom(3 * MIB + 77)
     store = FilesystemBlockstore(tmp_path / "store")
     sealed = Vault(store, owner).seal([plaintext])
@@ -205,6 +264,106 @@ def test_sealed_blocks_hash_to_their_cids_whoever_hashes_them(owner, tmp_path: P
         store.get(cid)  # verifies: BlockMismatchError if a leaf's CID came from a wrong digest
     Vault(store, owner).open(sealed.cid, None, owner, tmp_path / "out", commitment=sealed.commitment)
     assert (tmp_path / "out").read_bytes() == plaintext
+
+
+# -- blocks past the page cache, and read ahead ---------------------------------------------
+
+
+SIZES_AROUND_PAGES = [1, 4095, 4096, 4097, 64 << 10, (64 << 10) + 1, MIB, MIB + 3]
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_a_direct_batch_stores_exactly_the_bytes_aligned_or_not(tmp_path: Path, aligned: bool) -> None:
+    """Large page-aligned blocks go past the page cache; unaligned memory (the kernel
+    refuses it) and small or odd-sized blocks take the page cache. Either way the file
+    holds exactly the block."""
+    store = FilesystemBlockstore(tmp_path)
+    blocks = []
+    for size in SIZES_AROUND_PAGES:
+        data = os.urandom(size)
+        if aligned:
+            buf = mmap.mmap(-1, size)
+            buf[:] = data
+            view = memoryview(buf)
+        else:
+            view = memoryview(bytearray(b"x" + data))[1:]  # off by one byte from any page
+        blocks.append((CID.from_sha256(data, RAW, 1), data, view))
+    with store.batch(background=True, direct=True):
+        for cid, _, view in blocks:
+            store.put(cid, view)
+    for cid, data, _ in blocks:
+        assert store._path(cid).read_bytes() == data
+        assert store.get(cid) == data
+
+
+def _dag(tmp_path: Path, owner) -> tuple[FilesystemBlockstore, CID, list[CID]]:
+    store = FilesystemBlockstore(tmp_path / "store")
+    sealed = Vault(store, owner, "v1").seal([os.urandom(3 * MIB)])  # 256 KiB leaves: 13 of them
+    root = CID.decode(sealed.cid)
+    return store, root, [c for c in walk_dag(store, root) if c.codec == RAW]
+
+
+def test_prefetch_reads_the_leaves_of_a_node_ahead_and_gives_the_same_bytes(owner, tmp_path: Path) -> None:
+    store, root, leaves = _dag(tmp_path, owner)
+    asked: list[CID] = []
+
+    def get(cid: CID) -> bytes:
+        asked.append(cid)
+        return store.get(cid)
+
+    prefetch = _Prefetch(get, ahead=3, threads=2)
+    try:
+        assert prefetch(root) == store.get(root)
+        deadline = time.monotonic() + 10
+        while len(asked) < 4 and time.monotonic() < deadline:  # the root and 3 leaves ahead
+            time.sleep(0.001)
+        assert sorted(map(str, asked[1:4])) == sorted(map(str, leaves[:3]))  # two threads: either order
+        assert [prefetch(c) for c in leaves] == [store.get(c) for c in leaves]
+    finally:
+        prefetch.close()
+    assert len(asked) == 1 + len(leaves)  # every leaf read once
+
+
+def test_prefetch_drops_its_plan_when_asked_for_something_else(owner, tmp_path: Path) -> None:
+    store, root, leaves = _dag(tmp_path, owner)
+    prefetch = _Prefetch(functools.partial(store.get, verify=False), ahead=4)
+    try:
+        prefetch(root)
+        assert prefetch(leaves[5]) == store.get(leaves[5])  # out of plan: read directly
+        assert prefetch(leaves[0]) == store.get(leaves[0])
+    finally:
+        prefetch.close()
+
+
+def test_prefetch_raises_a_missing_leaf_when_it_is_asked_for(owner, tmp_path: Path) -> None:
+    store, root, leaves = _dag(tmp_path, owner)
+    store.delete(leaves[2])
+    prefetch = _Prefetch(store.get, ahead=4)
+    try:
+        prefetch(root)
+        prefetch(leaves[0])
+        prefetch(leaves[1])
+        with pytest.raises(BlockNotFoundError):
+            prefetch(leaves[2])
+    finally:
+        prefetch.close()
+    out = tmp_path / "out"
+    with pytest.raises(BlockNotFoundError):
+        Vault(store, owner, "v1").open(str(root), None, owner, out, commitment=bytes(32))
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
+def test_seal_at_checks_what_seal_into_checks() -> None:
+    sealer = ChunkSealer(KEY, NONCE)
+    with pytest.raises(InputValidationError):
+        sealer.seal_at(0, b"short", bytearray(5 + TAG_SIZE), False)  # a short chunk must be final
+    with pytest.raises(InputValidationError):
+        sealer.seal_at(1, b"", bytearray(TAG_SIZE), True)  # empty only as the only chunk
+    with pytest.raises(InputValidationError, match="out of range"):
+        sealer.seal_at(-1, bytes(CHUNK_SIZE), bytearray(ENC_CHUNK_SIZE), False)
+    out = bytearray(3 + TAG_SIZE)
+    sealer.seal_at(1, b"abc", out, True)  # any order
+    assert bytes(out) == payload_aead(KEY, NONCE).encrypt(_chunk_nonce(1, True), b"abc", None)
 
 
 # -- the worker stage ---------------------------------------------------------------------
@@ -223,6 +382,25 @@ def test_sink_feeds_every_item_in_order_and_releases_each_after_use() -> None:
         sink.put(i)
     sink.close()
     assert seen == released == list(range(50))
+
+
+def test_a_sink_with_several_threads_takes_every_item_once() -> None:
+    seen: list[int] = []
+    released: list[int] = []
+    threads: set[str] = set()
+
+    def drain(items) -> None:
+        for item in items:
+            threads.add(threading.current_thread().name)
+            seen.append(item)
+            time.sleep(0.001)  # long enough for the other threads to take the next items
+
+    sink = _Sink(drain, "test", released.append, depth=4, threads=3)
+    for i in range(60):
+        sink.put(i)
+    sink.close()
+    assert sorted(seen) == sorted(released) == list(range(60))
+    assert len(threads) > 1
 
 
 def test_a_worker_failure_reaches_the_producer_and_every_item_is_still_released() -> None:

@@ -109,6 +109,20 @@ class ChunkSealer:
         self._done = last
 
 
+    def seal_at(self, index: int, plain: bytes | bytearray | memoryview, out: bytearray | memoryview,
+                last: bool) -> None:
+        """seal_into() for chunk number `index`, in any order and from any thread (the
+        vault's parallel sealer): the caller sees to it that every index up to the last is
+        sealed once and that only the last one says `last`. Sizes are checked as by
+        seal_into(); this sealer's own counter is not used."""
+        n = len(plain)
+        if not 0 <= index < _MAX_COUNTER:
+            raise InputValidationError(f"STREAM chunk index {index} is out of range")
+        if n > CHUNK_SIZE or (not last and n != CHUNK_SIZE) or (n == 0 and index):
+            raise InputValidationError(f"a STREAM chunk of {n} bytes is not valid here")
+        self._into(_chunk_nonce(index, last), plain, None, out)
+
+
 class ChunkOpener:
     """STREAM decryption one chunk at a time into caller-owned buffers, with the same
     rules as open_().

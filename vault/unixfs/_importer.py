@@ -99,15 +99,34 @@ class Importer:
             raise InputValidationError(f"write_chunk() needs a whole chunk of 1..{self._cs} bytes at a chunk boundary")
         if digest is not None and not self.profile.raw_leaves:
             raise InputValidationError("a precomputed digest only applies to raw leaves")
-        self._short = n < self._cs
         if not self.profile.raw_leaves:
+            self._short = n < self._cs
             self._chunk(chunk)  # a dag-pb leaf: its own block, wrapping the chunk
-        else:
-            cid = CID.from_digest(digest if digest is not None else hashlib.sha256(chunk).digest(), RAW, 1)
-            if self._put is not None:
-                self._put(cid, chunk if self._lend else bytes(chunk))  # type: ignore[arg-type]
-            self._leaves += 1
-            self._add(0, (cid, n, n))
+            self._written += n
+            return
+        cid = CID.from_digest(digest if digest is not None else hashlib.sha256(chunk).digest(), RAW, 1)
+        if self._put is not None:
+            self._put(cid, chunk if self._lend else bytes(chunk))  # type: ignore[arg-type]
+        self._raw_leaf(cid, n)
+
+    def add_leaf(self, cid: CID, size: int) -> None:
+        """Add one whole raw leaf that the caller has hashed and stored itself (raw-leaves
+        profiles only): `cid` is the CIDv1 raw of its `size` bytes. Same rules and same
+        CIDs as write_chunk(); nothing is put."""
+        if self._root is not None:
+            raise InputValidationError("add_leaf() after finish()")
+        if not self.profile.raw_leaves:
+            raise InputValidationError("add_leaf() only applies to raw-leaves profiles")
+        if not isinstance(cid, CID) or cid.codec != RAW or cid.version != 1:
+            raise InputValidationError(f"add_leaf() needs a CIDv1 raw, got {cid!r}")
+        if self._fill or self._short or not 0 < size <= self._cs:
+            raise InputValidationError(f"add_leaf() needs a whole leaf of 1..{self._cs} bytes at a chunk boundary")
+        self._raw_leaf(cid, size)
+
+    def _raw_leaf(self, cid: CID, n: int) -> None:
+        self._short = n < self._cs
+        self._leaves += 1
+        self._add(0, (cid, n, n))
         self._written += n
 
     def finish(self) -> CID:
