@@ -10,7 +10,8 @@ Prints ONE JSON line:
     subprocess (its own VmHWM), plus the RSS of a child that only
     imports the vault (target <= 100 MiB).
 Timing protocol: the plaintext is written, then read once more so it sits in the page
-cache for both tools; every timed run starts after an (untimed) sync(2), so that a tool
+cache for both tools; seal writes into one store for all rounds, as a node does (nothing
+is deleted until the end: see _throughput); every timed run starts after an (untimed) sync(2), so that a tool
 that fsyncs does not also pay for the writeback of the previous run's output; then
 --repeat rounds (default 4) of `age -e`, seal, `age -e` + fsync, `age -d`, open, interleaved
 so that noise from a shared machine hits both tools alike, the order within a pair
@@ -107,10 +108,16 @@ def _throughput(size_mib: int, repeat: int, workdir: Path) -> dict:
     times: dict[str, list[float]] = {"seal": [], "open": [], "age_e": [], "age_d": [], "age_e_fsync": []}
     cpu: dict[str, list[float]] = {k: [] for k in times}
     profile = None
+    # One store for every round, as a node keeps one: a new version lands among the shard
+    # directories that earlier ones made (the first round makes most of them). Nothing is
+    # deleted until all rounds are done: on ext4 without a journal (these machines), a new
+    # inode skips those freed in the last minute, one lookup each, so deleting a round's
+    # 257 block files would slow the next round's seal (and not age's one output file).
+    store_dir = workdir / "store"
+    vault = Vault(FilesystemBlockstore(store_dir, verify_writes=False), identity)
     for n in range(repeat):
         enc, dec = workdir / "age.out", workdir / "age.plain"
-        store_dir, out = workdir / f"store{n}", workdir / "opened.bin"
-        vault = Vault(FilesystemBlockstore(store_dir, verify_writes=False), identity)
+        out = workdir / "opened.bin"
         sealed = None
 
         def seal() -> None:
@@ -148,7 +155,7 @@ def _throughput(size_mib: int, repeat: int, workdir: Path) -> dict:
             raise SystemExit("a decryption produced a file of the wrong size")
         for path in (enc, dec, out):
             path.unlink()
-        shutil.rmtree(store_dir)
+    shutil.rmtree(store_dir)
     src.unlink()
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
