@@ -6,6 +6,7 @@ durable on disk. Real components throughout; os.fsync is wrapped only to record 
 inodes were synced, and the worker's backlog is pinned only to choose who hashes."""
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import mmap
@@ -256,6 +257,34 @@ def test_in_order_runs_functions_by_index_whatever_the_order_they_come_in() -> N
     assert order.done == 6 and ran[-1] == 5  # 7 waits for 6
 
 
+def test_a_full_disk_during_seal_is_raised_and_every_thread_stops(owner, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FilesystemBlockstore(tmp_path / "store")
+    real_put = FilesystemBlockstore.put
+    puts: list[CID] = []
+
+    def filling_up(self, cid, data) -> None:
+        puts.append(cid)
+        if len(puts) == 5:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_put(self, cid, data)
+
+    monkeypatch.setattr(FilesystemBlockstore, "put", filling_up)
+    with pytest.raises(OSError, match="No space"):
+        Vault(store, owner).seal([os.urandom(12 * MIB)])
+    assert not [t for t in threading.enumerate() if t.name.startswith(("vault-", "blockstore-"))]
+    assert store.pins() == frozenset()  # nothing pinned: gc may take what was written
+
+
+def test_a_failing_progress_callback_stops_the_seal(owner) -> None:
+    def progress(n: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Vault(MemoryBlockstore(), owner).seal([os.urandom(4 * MIB)], progress=progress)
+    assert not [t for t in threading.enumerate() if t.name.startswith("vault-")]
+
+
 def test_sealed_blocks_hash_to_their_cids(owner, tmp_path: Path) -> None:
     plaintext = os.urandom(3 * MIB + 77)
     store = FilesystemBlockstore(tmp_path / "store")
@@ -294,6 +323,33 @@ def test_a_direct_batch_stores_exactly_the_bytes_aligned_or_not(tmp_path: Path, 
     for cid, data, _ in blocks:
         assert store._path(cid).read_bytes() == data
         assert store.get(cid) == data
+
+
+def test_a_filesystem_without_o_direct_gets_the_page_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filesystem that refuses O_DIRECT at open (EINVAL, as tmpfs did before Linux 6.6):
+    the block is written through the page cache, and so are the next ones."""
+    real_open = os.open
+    refused: list[str] = []
+
+    def no_direct(path, flags, *args):
+        if flags & getattr(os, "O_DIRECT", 0):
+            refused.append(str(path))
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    store = FilesystemBlockstore(tmp_path)
+    blocks = []
+    for _ in range(3):
+        data = os.urandom(MIB)
+        buf = mmap.mmap(-1, MIB)
+        buf[:] = data
+        blocks.append((CID.from_sha256(data, RAW, 1), data, memoryview(buf)))
+    with store.batch(background=True, direct=True):
+        for cid, _, view in blocks:
+            store.put(cid, view)
+    assert len(refused) == 1  # tried once, then the page cache for the rest of the batch
+    assert [store.get(cid) for cid, _, _ in blocks] == [data for _, data, _ in blocks]
 
 
 def _dag(tmp_path: Path, owner) -> tuple[FilesystemBlockstore, CID, list[CID]]:
