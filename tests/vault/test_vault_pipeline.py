@@ -39,7 +39,7 @@ from vault._seal import seal_segments
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
-from vault.unixfs import export
+from vault.unixfs import export, import_bytes
 from vault.vault import Vault
 
 KEY = bytes(range(16))
@@ -285,14 +285,20 @@ def test_a_failing_progress_callback_stops_the_seal(owner) -> None:
     assert not [t for t in threading.enumerate() if t.name.startswith("vault-")]
 
 
-def test_sealed_blocks_hash_to_their_cids(owner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("profile", ["unixfs-v1-2025", "v1", "v0"])
+def test_sealed_blocks_hash_to_their_cids(owner, tmp_path: Path, profile: str) -> None:
     plaintext = os.urandom(3 * MIB + 77)
     store = FilesystemBlockstore(tmp_path / "store")
-    sealed = Vault(store, owner).seal([plaintext])
+    sealed = Vault(store, owner, profile).seal([plaintext])
+    assert sealed.cid == str(import_bytes(_stored(store, sealed.cid), profile))  # the CID Kubo would give
     for cid in walk_dag(store, CID.decode(sealed.cid)):
         store.get(cid)  # verifies: BlockMismatchError if a leaf's CID came from a wrong digest
-    Vault(store, owner).open(sealed.cid, None, owner, tmp_path / "out", commitment=sealed.commitment)
+    Vault(store, owner, profile).open(sealed.cid, None, owner, tmp_path / "out", commitment=sealed.commitment)
     assert (tmp_path / "out").read_bytes() == plaintext
+
+
+def _stored(store: FilesystemBlockstore, cid: str) -> bytes:
+    return b"".join(export(CID.decode(cid), store.get))
 
 
 # -- blocks past the page cache, and read ahead ---------------------------------------------
