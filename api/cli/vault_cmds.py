@@ -1,6 +1,6 @@
 """Vault commands of the `twinledger` CLI: keys, IPFS add/cat, CAR export/import.
 
-    twinledger keygen [-o FILE]                      new age identity (mode 0600), prints recipient
+    twinledger keygen [--pq] [-o FILE]               new age identity (mode 0600), prints recipient
     twinledger ipfs add [--only-hash] [--profile P] FILE|-    prints the CID (like `ipfs add -Q`)
     twinledger ipfs cat CID                          file bytes to stdout
     twinledger car export CID -o FILE                the DAG as a CARv1 file
@@ -142,13 +142,17 @@ def keygen(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Identity file [default: <home>/identity.key]",
                                                 show_default=False)] = None,
     home: HomeOpt = None,
+    pq: Annotated[bool, typer.Option("--pq", help="A post-quantum hybrid (ML-KEM-768 + X25519) identity, "
+                                     "as `age-keygen -pq` makes; opening its files with the age tool "
+                                     "needs age 1.3 or later")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Generate an age X25519 identity, write it (mode 0600) and print its recipient."""
-    from vault.age import X25519Identity
+    """Generate an age identity (X25519, or post-quantum with --pq), write it (mode 0600)
+    and print its recipient."""
+    from vault.age import HybridIdentity, X25519Identity
 
     path = output or _home(home) / "identity.key"
-    identity = X25519Identity.generate()
+    identity = HybridIdentity.generate() if pq else X25519Identity.generate()
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     text = f"# created: {created}\n# public key: {identity.recipient}\n{identity}\n"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -27,9 +27,7 @@ class AgeVector:
     @property
     def unsupported_feature(self) -> str | None:
         """The unimplemented feature this vector needs, named for pytest.skip, or None.
-        ASCII armor and scrypt passphrases are implemented; post-quantum keys are not."""
-        if any(i.upper().startswith("AGE-SECRET-KEY-PQ-") for i in self.identities):
-            return "post-quantum hybrid (mlkem768x25519) identities"
+        ASCII armor, scrypt passphrases and post-quantum hybrid keys are all implemented."""
         return None
 
 

@@ -1,6 +1,5 @@
 """Every C2SP CCTV age vector in ../shared/testdata/age, read from there, outcome asserted
-exactly. ASCII armor and scrypt vectors run; post-quantum (hybrid) ones are skipped with
-the feature named."""
+exactly: X25519, post-quantum hybrid (mlkem768x25519), scrypt and ASCII armor."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +9,7 @@ import pytest
 
 from tests.conftest import shared_testdata_dir
 from tests.vault.age_vectors import AgeVector, load_vector, vector_expectation, vector_names
-from vault.age import ArmorError, Decryptor, ScryptIdentity, X25519Identity, armor, dearmor, read_header
+from vault.age import ArmorError, Decryptor, ScryptIdentity, X25519Identity, armor, dearmor, parse_identity, read_header
 from vault.age import _format, _stream
 from vault.errors import (
     DecryptionError,
@@ -47,7 +46,7 @@ def vector(request, shared_testdata) -> AgeVector:
 
 
 def _identities(v: AgeVector) -> list:
-    return [X25519Identity.parse(i) for i in v.identities] + [ScryptIdentity(p) for p in v.passphrases]
+    return [parse_identity(i) for i in v.identities] + [ScryptIdentity(p) for p in v.passphrases]
 
 
 def _binary(v: AgeVector) -> io.BytesIO:

@@ -180,6 +180,21 @@ def test_keygen_defaults_to_the_home_directory_and_json(home, run) -> None:
     assert stat.S_IMODE((home / "identity.key").stat().st_mode) == 0o600
 
 
+def test_keygen_pq_writes_a_post_quantum_identity(tmp_path, home, run) -> None:
+    from vault.age import HybridIdentity, decrypt, encrypt
+
+    path = tmp_path / "pq.key"
+    result = run("keygen", "--pq", "-o", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    secret = [line for line in path.read_text().splitlines() if not line.startswith("#")]
+    identity = HybridIdentity.parse(secret[0])
+    assert json.loads(result.stdout)["recipient"] == str(identity.recipient)
+    assert json.loads(result.stdout)["recipient"].startswith("age1pq1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    sealed = b"".join(encrypt([b"for me"], [identity.recipient]))
+    assert b"".join(decrypt(io.BytesIO(sealed), [identity])) == b"for me"
+
+
 def test_keygen_file_is_an_identity_file_the_age_tool_accepts(tmp_path, home, run) -> None:
     import shutil
     import subprocess

@@ -1,13 +1,17 @@
-"""age v1 encryption (age-encryption.org/v1): X25519 and scrypt (passphrase) recipients,
-binary or ASCII-armored, streaming both ways.
+"""age v1 encryption (age-encryption.org/v1): X25519, post-quantum hybrid (mlkem768x25519,
+age v1.3) and scrypt (passphrase) recipients, binary or ASCII-armored, streaming both ways.
 
-Files produced here open with any age implementation (`age -d`), and files from `age -e`
-(also `-a`, `-p`) open here. Not implemented: post-quantum hybrid (mlkem768x25519)
-recipients; such stanzas are skipped like any unknown type.
+Files produced here open with any age implementation (`age -d`; post-quantum ones need age
+1.3 or later), and files from `age -e` (also `-a`, `-p`, `-r age1pq1…`) open here. Every
+C2SP CCTV vector passes.
 
 Keys
     X25519Identity.generate() / .parse("AGE-SECRET-KEY-1…")   secret key (repr hides it)
     X25519Recipient.parse("age1…"); identity.recipient         public key
+    HybridIdentity.generate() / .parse("AGE-SECRET-KEY-PQ-1…") post-quantum hybrid
+    HybridRecipient.parse("age1pq1…")                           (ML-KEM-768 + X25519); cannot
+                                                     be mixed with classic recipients in one file
+    parse_identity(s) / parse_recipient(s)           whichever type the string is
     Bad encodings raise InvalidKeyError.
     ScryptRecipient(passphrase, work_factor=18)      encrypt to a passphrase; must be the
                                                      only recipient (InputValidationError)
@@ -47,19 +51,24 @@ needed only for the content commitment (vault.commitment). Whoever has it can re
 forge the payload: never log, persist or transmit it.
 
 Wire formats are documented where they are encoded: _format.py (header), _x25519.py
-(stanza, keys), _scrypt.py (passphrase stanza), _stream.py (payload), _armor.py (ASCII
-armor), _bech32.py (key encoding).
+(stanza, keys), _pq.py (post-quantum stanza, keys), _scrypt.py (passphrase stanza),
+_stream.py (payload), _armor.py (ASCII armor), _bech32.py (key encoding).
 """
 from __future__ import annotations
 
 from ._age import Decryptor, decrypt, encrypt, header_for, read_header, rewrap, unwrap_file_key
 from ._armor import ArmoredReader, ArmorError, armor, dearmor
+from ._pq import HybridIdentity, HybridRecipient
 from ._scrypt import ScryptIdentity, ScryptRecipient
 from ._stream import CHUNK_SIZE
 from ._x25519 import FILE_KEY_SIZE, X25519Identity, X25519Recipient
 
 __all__ = [
     "CHUNK_SIZE",
+    "HybridIdentity",
+    "HybridRecipient",
+    "parse_identity",
+    "parse_recipient",
     "FILE_KEY_SIZE",
     "ArmorError",
     "ArmoredReader",
@@ -77,3 +86,17 @@ __all__ = [
     "rewrap",
     "unwrap_file_key",
 ]
+
+
+def parse_identity(s: str) -> X25519Identity | HybridIdentity:
+    """An `AGE-SECRET-KEY-1…` or `AGE-SECRET-KEY-PQ-1…` identity; InvalidKeyError otherwise."""
+    if isinstance(s, str) and s.upper().startswith("AGE-SECRET-KEY-PQ-"):
+        return HybridIdentity.parse(s)
+    return X25519Identity.parse(s)
+
+
+def parse_recipient(s: str) -> X25519Recipient | HybridRecipient:
+    """An `age1…` or `age1pq1…` recipient; InvalidKeyError otherwise."""
+    if isinstance(s, str) and s.lower().startswith("age1pq1"):
+        return HybridRecipient.parse(s)
+    return X25519Recipient.parse(s)

@@ -1,5 +1,5 @@
-"""Encrypt, decrypt and re-header age v1 files: X25519 and scrypt (passphrase) recipients,
-binary or ASCII-armored."""
+"""Encrypt, decrypt and re-header age v1 files: X25519, post-quantum hybrid
+(mlkem768x25519) and scrypt (passphrase) recipients, binary or ASCII-armored."""
 from __future__ import annotations
 
 import os
@@ -7,53 +7,57 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import BinaryIO
 
 from ..errors import HeaderError, InputValidationError, NoIdentityMatchError
-from . import _armor, _format, _scrypt, _stream, _x25519
+from . import _armor, _format, _pq, _scrypt, _stream, _x25519
+from ._pq import HybridIdentity, HybridRecipient
 from ._scrypt import ScryptIdentity, ScryptRecipient
 from ._x25519 import FILE_KEY_SIZE, X25519Identity, X25519Recipient
 
-Recipient = X25519Recipient | ScryptRecipient
-Identity = X25519Identity | ScryptIdentity
-_RECIPIENT_TYPES = (X25519Recipient, ScryptRecipient)
-_IDENTITY_TYPES = (X25519Identity, ScryptIdentity)
+Recipient = X25519Recipient | HybridRecipient | ScryptRecipient
+Identity = X25519Identity | HybridIdentity | ScryptIdentity
+_RECIPIENT_TYPES = (X25519Recipient, HybridRecipient, ScryptRecipient)
+_IDENTITY_TYPES = (X25519Identity, HybridIdentity, ScryptIdentity)
+_WRAP = {X25519Recipient: _x25519.wrap, HybridRecipient: _pq.wrap, ScryptRecipient: _scrypt.wrap}
+_UNWRAP = {X25519Identity: _x25519.unwrap, HybridIdentity: _pq.unwrap, ScryptIdentity: _scrypt.unwrap}
+_NAMES = "X25519Recipient, HybridRecipient or ScryptRecipient"
+
+
+def _handler(table: dict, key: object):  # by isinstance, so that subclasses work too
+    return next(fn for kind, fn in table.items() if isinstance(key, kind))
 
 
 def _check_recipients(recipients: Sequence[Recipient]) -> list[Recipient]:
     if isinstance(recipients, (*_RECIPIENT_TYPES, str, bytes)):
-        raise InputValidationError("recipients must be a sequence of X25519Recipient or ScryptRecipient")
+        raise InputValidationError(f"recipients must be a sequence of {_NAMES}")
     recipients = list(recipients)
     if not recipients:
         raise InputValidationError("at least one recipient is required")
     for r in recipients:
         if not isinstance(r, _RECIPIENT_TYPES):
-            raise InputValidationError(
-                f"recipients must be X25519Recipient or ScryptRecipient, got {type(r).__name__}"
-            )
+            raise InputValidationError(f"recipients must be {_NAMES}, got {type(r).__name__}")
     # age's rule, checked again on decryption: a passphrase file has exactly one stanza.
     if len(recipients) > 1 and any(type(r) is ScryptRecipient for r in recipients):
         raise InputValidationError("a ScryptRecipient must be the only recipient of a file")
+    # age's rule too: a classic stanza next to a post-quantum one would be the weak link.
+    pq = [isinstance(r, HybridRecipient) for r in recipients]
+    if any(pq) and not all(pq):
+        raise InputValidationError("post-quantum (HybridRecipient) and classic recipients cannot be mixed in one file")
     return recipients
 
 
 def _check_identities(identities: Sequence[Identity]) -> list[Identity]:
     if isinstance(identities, (*_IDENTITY_TYPES, str, bytes)):
-        raise InputValidationError("identities must be a sequence of X25519Identity or ScryptIdentity")
+        raise InputValidationError("identities must be a sequence of X25519Identity, HybridIdentity or ScryptIdentity")
     identities = list(identities)
     for i in identities:
         if not isinstance(i, _IDENTITY_TYPES):
             raise InputValidationError(
-                f"identities must be X25519Identity or ScryptIdentity, got {type(i).__name__}"
+                f"identities must be X25519Identity, HybridIdentity or ScryptIdentity, got {type(i).__name__}"
             )
     return identities
 
 
 def _new_header(file_key: bytes, recipients: list[Recipient]) -> bytes:
-    return _format.seal_header(
-        file_key,
-        [
-            _x25519.wrap(file_key, r) if type(r) is X25519Recipient else _scrypt.wrap(file_key, r)
-            for r in recipients
-        ],
-    )
+    return _format.seal_header(file_key, [_handler(_WRAP, r)(file_key, r) for r in recipients])
 
 
 def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
@@ -62,7 +66,7 @@ def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
     if any(s.type == _scrypt.STANZA_TYPE for s in stanzas) and len(stanzas) != 1:
         raise HeaderError("an scrypt stanza must be the only stanza in the header")
     for identity in identities:
-        unwrap = _x25519.unwrap if type(identity) is X25519Identity else _scrypt.unwrap
+        unwrap = _handler(_UNWRAP, identity)
         for stanza in stanzas:
             file_key = unwrap(identity, stanza)
             if file_key is not None:
@@ -75,6 +79,8 @@ def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
     for n, s in enumerate(stanzas):
         if s.type == _x25519.STANZA_TYPE:
             why = "not for these identities" if X25519Identity in given else "needs an X25519 identity"
+        elif s.type == _pq.STANZA_TYPE:
+            why = "not for these identities" if HybridIdentity in given else "needs a post-quantum (HybridIdentity) identity"
         elif s.type == _scrypt.STANZA_TYPE:
             why = "wrong passphrase" if ScryptIdentity in given else "needs a passphrase (ScryptIdentity)"
         else:
