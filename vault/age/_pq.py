@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import hmac
 import os
 from dataclasses import dataclass, field
 
@@ -42,7 +41,7 @@ from cryptography.hazmat.primitives.asymmetric import mlkem, x25519
 from ..errors import HeaderError, InvalidKeyError
 from . import _bech32
 from ._format import Stanza, b64decode, b64encode
-from ._x25519 import _PROBE, FILE_KEY_SIZE, _shared_secret
+from ._x25519 import _PROBE, FILE_KEY_SIZE, _SecretKey, _shared_secret
 
 STANZA_TYPE = "mlkem768x25519"
 RECIPIENT_HRP = "age1pq"
@@ -99,18 +98,18 @@ class HybridRecipient:
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class HybridIdentity:
+class HybridIdentity(_SecretKey):
     """An `AGE-SECRET-KEY-PQ-1…` secret key (a 32-byte seed). repr() shows no secret."""
 
-    _seed: bytes
+    _secret: bytes  # the seed
     _private: hpke.MLKEM768X25519PrivateKey = field(init=False, compare=False)
     _classic: x25519.X25519PrivateKey = field(init=False, compare=False)
     _recipient: HybridRecipient = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not isinstance(self._seed, bytes) or len(self._seed) != SEED_SIZE:
+        if not isinstance(self._secret, bytes) or len(self._secret) != SEED_SIZE:
             raise InvalidKeyError(f"an mlkem768x25519 identity is a {SEED_SIZE}-byte seed")
-        expanded = hashlib.shake_256(self._seed).digest(64 + X25519_SIZE)
+        expanded = hashlib.shake_256(self._secret).digest(64 + X25519_SIZE)
         pq = mlkem.MLKEM768PrivateKey.from_seed_bytes(expanded[:64])
         classic = x25519.X25519PrivateKey.from_private_bytes(expanded[64:])
         object.__setattr__(self, "_private", hpke.MLKEM768X25519PrivateKey(pq, classic))
@@ -132,24 +131,13 @@ class HybridIdentity:
 
     @property
     def recipient(self) -> HybridRecipient:
-        return self._recipient
+        return self._recipient  # type: ignore[return-value]
 
     def __str__(self) -> str:
-        return _bech32.encode(IDENTITY_HRP, self._seed).upper()
+        return _bech32.encode(IDENTITY_HRP, self._secret).upper()
 
     def __repr__(self) -> str:
         return f"HybridIdentity(recipient={self._recipient!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, HybridIdentity):
-            return NotImplemented
-        return hmac.compare_digest(self._seed, other._seed)
-
-    def __hash__(self) -> int:
-        return hash(self._recipient)
-
-    def __reduce__(self):  # no pickling of secrets by accident
-        raise TypeError("HybridIdentity cannot be pickled; store str(identity) deliberately")
 
 
 def wrap(file_key: bytes, recipient: HybridRecipient) -> Stanza:

@@ -78,8 +78,31 @@ class X25519Recipient:
         return f"X25519Recipient({str(self)!r})"
 
 
+class _SecretKey:
+    """What the identity types share: `recipient`, equality by the secret bytes (in
+    constant time), a hash by the recipient, and no pickling."""
+
+    _secret: bytes
+    _recipient: object
+
+    @property
+    def recipient(self):  # typed by each subclass
+        return self._recipient
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return hmac.compare_digest(self._secret, other._secret)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._recipient)
+
+    def __reduce__(self):  # no pickling of secrets by accident
+        raise TypeError(f"{type(self).__name__} cannot be pickled; store str(identity) deliberately")
+
+
 @dataclass(frozen=True, eq=False, repr=False)
-class X25519Identity:
+class X25519Identity(_SecretKey):
     """An `AGE-SECRET-KEY-1…` secret key. repr() shows only the recipient."""
 
     _secret: bytes
@@ -109,24 +132,13 @@ class X25519Identity:
 
     @property
     def recipient(self) -> X25519Recipient:
-        return self._recipient
+        return self._recipient  # type: ignore[return-value]
 
     def __str__(self) -> str:
         return _bech32.encode(IDENTITY_HRP, self._secret).upper()
 
     def __repr__(self) -> str:
         return f"X25519Identity(recipient={str(self._recipient)!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, X25519Identity):
-            return NotImplemented
-        return hmac.compare_digest(self._secret, other._secret)
-
-    def __hash__(self) -> int:
-        return hash(self._recipient)
-
-    def __reduce__(self):  # no pickling of secrets by accident
-        raise TypeError("X25519Identity cannot be pickled; store str(identity) deliberately")
 
 
 def _wrap_key(shared: bytes, share: bytes, recipient: bytes) -> ChaCha20Poly1305:
