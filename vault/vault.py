@@ -52,7 +52,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from vault.age import X25519Identity, X25519Recipient, read_header, rewrap, unwrap_file_key
+from vault.age import (
+    HybridIdentity,
+    HybridRecipient,
+    X25519Identity,
+    X25519Recipient,
+    read_header,
+    rewrap,
+    unwrap_file_key,
+)
 from vault.age._age import header_for
 from vault.age._stream import (
     NONCE_SIZE,
@@ -77,6 +85,7 @@ from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 Progress = Callable[[int], None]
 GetBlock = Callable[[CID], bytes]
 COMMITMENT_SIZE = 32
+_IDENTITIES = (X25519Identity, HybridIdentity)  # classic or post-quantum (age v1.3) keys
 
 
 @dataclass(frozen=True)
@@ -94,9 +103,10 @@ class SealedVersion:
 class Vault:
     """Seals files for `identity`'s recipient into `store`, re-headers and opens them."""
 
-    def __init__(self, store: BlockStore, identity: X25519Identity, profile: str = DEFAULT_PROFILE) -> None:
-        if not isinstance(identity, X25519Identity):
-            raise InputValidationError(f"identity must be an X25519Identity, got {type(identity).__name__}")
+    def __init__(self, store: BlockStore, identity: X25519Identity | HybridIdentity,
+                 profile: str = DEFAULT_PROFILE) -> None:
+        if not isinstance(identity, _IDENTITIES):
+            raise InputValidationError(f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
         for method in ("put", "get"):
             if not callable(getattr(store, method, None)):
                 raise InputValidationError(f"store must be a BlockStore (no {method}()), got {type(store).__name__}")
@@ -158,11 +168,12 @@ class Vault:
 
     # -- share -----------------------------------------------------------------------------
 
-    def rewrap_for(self, cid: str, recipient: X25519Recipient) -> bytes:
+    def rewrap_for(self, cid: str, recipient: X25519Recipient | HybridRecipient) -> bytes:
         """A new age header that opens the payload under `cid` for `recipient`. Reads only
         the first blocks of the ciphertext; the payload is not touched."""
-        if not isinstance(recipient, X25519Recipient):
-            raise InputValidationError(f"recipient must be an X25519Recipient, got {type(recipient).__name__}")
+        if not isinstance(recipient, (X25519Recipient, HybridRecipient)):
+            raise InputValidationError(
+                f"recipient must be an X25519Recipient or HybridRecipient, got {type(recipient).__name__}")
         blocks = export(_parse_cid(cid), self.store.get)
         try:
             header = read_header(_Ciphertext(blocks))
@@ -176,7 +187,7 @@ class Vault:
         self,
         cid: str,
         header: bytes | None,
-        identity: X25519Identity,
+        identity: X25519Identity | HybridIdentity,
         out: Path,
         *,
         commitment: bytes,
@@ -191,8 +202,8 @@ class Vault:
         root = _parse_cid(cid)
         if not isinstance(commitment, bytes) or len(commitment) != COMMITMENT_SIZE:
             raise InputValidationError(f"commitment must be {COMMITMENT_SIZE} bytes")
-        if not isinstance(identity, X25519Identity):
-            raise InputValidationError(f"identity must be an X25519Identity, got {type(identity).__name__}")
+        if not isinstance(identity, _IDENTITIES):
+            raise InputValidationError(f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
         if header is not None and not isinstance(header, (bytes, bytearray)):
             raise InputValidationError(f"header must be bytes or None, got {type(header).__name__}")
         out = Path(out)

@@ -165,3 +165,32 @@ def test_interop_with_the_age_tool_when_it_knows_post_quantum_keys(alice: Hybrid
     assert out.returncode == 0 and out.stdout == b"to the tool"
     made = subprocess.run([age, "-r", str(alice.recipient)], input=b"from the tool", capture_output=True)
     assert _open(made.stdout, [alice]) == b"from the tool"
+
+
+def test_the_vault_shares_a_classic_owners_asset_with_a_post_quantum_consumer(alice: HybridIdentity, tmp_path) -> None:
+    from vault.blockstore import FilesystemBlockstore
+    from vault.vault import Vault
+
+    owner = X25519Identity.generate()
+    store = FilesystemBlockstore(tmp_path / "store")
+    plaintext = os.urandom(3 << 20)
+    sealed = Vault(store, owner).seal([plaintext])
+    header = Vault(store, owner).rewrap_for(sealed.cid, alice.recipient)
+    assert b"-> mlkem768x25519 " in header and b"-> X25519 " not in header
+    out = tmp_path / "out"
+    Vault(store, alice).open(sealed.cid, header, alice, out, commitment=sealed.commitment)
+    assert out.read_bytes() == plaintext
+    with pytest.raises(NoIdentityMatchError):
+        Vault(store, owner).open(sealed.cid, header, owner, tmp_path / "no", commitment=sealed.commitment)
+
+
+def test_a_post_quantum_owner_seals_and_opens(alice: HybridIdentity, tmp_path) -> None:
+    from vault.blockstore import MemoryBlockstore
+    from vault.vault import Vault
+
+    vault = Vault(MemoryBlockstore(), alice)
+    sealed = vault.seal([b"twin model"])
+    vault.open(sealed.cid, None, alice, tmp_path / "m", commitment=sealed.commitment)
+    assert (tmp_path / "m").read_bytes() == b"twin model"
+    with pytest.raises(InputValidationError, match="X25519Identity or HybridIdentity"):
+        Vault(MemoryBlockstore(), "AGE-SECRET-KEY-PQ-1…")  # type: ignore[arg-type]
