@@ -31,6 +31,13 @@ class Chain:
         self.rpc("evm_increaseTime", seconds)
         self.rpc("evm_mine")
 
+    def set_time(self, timestamp: int) -> None:
+        """Mine a block with exactly this timestamp. increase_time() is relative to the
+        wall clock too (Anvil: the next block is at least `now + offset`), so a second
+        that ticks between reading the chain time and mining would shift the result."""
+        self.rpc("evm_setNextBlockTimestamp", timestamp)
+        self.rpc("evm_mine")
+
     def mine(self) -> None:
         self.rpc("evm_mine")
 
