@@ -33,9 +33,8 @@ durable, and a failed fsync is raised there. A shard directory is made on its fi
 block, and then the blocks directory is fsynced too (inside a batch: once, at its end), so
 that the shard's entry is as durable as the block (go-ds-flatfs does the same).
 `batch(direct=True)` writes large blocks past the page cache (O_DIRECT). A crash inside an
-unfinished batch can
-leave torn blocks, which are detected on read (hash check) and replaced by the next put
-of the same block (size check). With `sync=False` nothing is fsynced (tests, scratch
+unfinished batch can leave torn blocks, which are detected on read (hash check) and
+replaced by the next put of the same block (size check). With `sync=False` nothing is fsynced (tests, scratch
 stores). pins.json is always written with temp + fsync + rename + directory fsync.
 
 `get(cid, verify=False)` skips the hash check for a caller that verifies the block itself
@@ -394,8 +393,8 @@ class FilesystemBlockstore(_Pinning):
         """Create the temp file `tmp` in its shard directory, making the shard on its first
         block; then the blocks directory is fsynced (at the end of a batch, once), so that
         the new shard's entry is as durable as the block about to land in it (as go-ds-flatfs
-        does). A filesystem that refuses
-        O_DIRECT (tmpfs) gets the page cache, from then on."""
+        does). A filesystem that refuses O_DIRECT (tmpfs before Linux 6.6) gets the page
+        cache, for the rest of the batch."""
         for _ in range(2):
             try:
                 return os.open(tmp, flags, 0o666)

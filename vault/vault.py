@@ -106,7 +106,8 @@ class Vault:
     def __init__(self, store: BlockStore, identity: X25519Identity | HybridIdentity,
                  profile: str = DEFAULT_PROFILE) -> None:
         if not isinstance(identity, _IDENTITIES):
-            raise InputValidationError(f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
+            raise InputValidationError(
+                f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
         for method in ("put", "get"):
             if not callable(getattr(store, method, None)):
                 raise InputValidationError(f"store must be a BlockStore (no {method}()), got {type(store).__name__}")
@@ -203,7 +204,8 @@ class Vault:
         if not isinstance(commitment, bytes) or len(commitment) != COMMITMENT_SIZE:
             raise InputValidationError(f"commitment must be {COMMITMENT_SIZE} bytes")
         if not isinstance(identity, _IDENTITIES):
-            raise InputValidationError(f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
+            raise InputValidationError(
+                f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
         if header is not None and not isinstance(header, (bytes, bytearray)):
             raise InputValidationError(f"header must be bytes or None, got {type(header).__name__}")
         out = Path(out)

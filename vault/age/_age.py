@@ -80,7 +80,8 @@ def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
         if s.type == _x25519.STANZA_TYPE:
             why = "not for these identities" if X25519Identity in given else "needs an X25519 identity"
         elif s.type == _pq.STANZA_TYPE:
-            why = "not for these identities" if HybridIdentity in given else "needs a post-quantum (HybridIdentity) identity"
+            why = ("not for these identities" if HybridIdentity in given
+                   else "needs a post-quantum (HybridIdentity) identity")
         elif s.type == _scrypt.STANZA_TYPE:
             why = "wrong passphrase" if ScryptIdentity in given else "needs a passphrase (ScryptIdentity)"
         else:
