@@ -306,10 +306,6 @@ class _Sink:
             for _ in self._items(ended):
                 pass
 
-    def backlog(self) -> int:
-        """Items waiting for a worker (not counting those being worked on)."""
-        return self._queue.qsize()
-
     def put(self, item: Any) -> None:
         if self._error is not None:
             self.close()
