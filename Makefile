@@ -17,8 +17,10 @@ help:
 
 setup: $(VENV)/.installed node_modules/.installed .age-tool
 
-# Python: a venv pinned by requirements.lock; re-run only when the lock or pyproject changes.
-$(VENV)/.installed: requirements.lock pyproject.toml
+# Python: a venv pinned by requirements.lock; re-run only when the lock, the project or the
+# native accelerator's sources change (vault/_accel is compiled by `pip install -e .`).
+ACCEL_SRC := setup.py vault/_accel/_accel.c vault/_accel/build.py
+$(VENV)/.installed: requirements.lock pyproject.toml $(ACCEL_SRC) .native-deps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -31,6 +33,13 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# A C compiler and OpenSSL's headers (Debian: gcc, libssl-dev) for vault/_accel.
+.native-deps:
+	@{ command -v gcc >/dev/null 2>&1 && test -f /usr/include/openssl/evp.h; } || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libssl-dev >/dev/null; }
+	@test -f /usr/include/openssl/evp.h && touch $@
 
 # The `age` command-line tool (Debian package) for interoperability tests and benchmarks.
 .age-tool:
@@ -55,4 +64,4 @@ bench: setup
 	@for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
 
 clean-venv:
-	rm -rf $(VENV) node_modules .age-tool
+	rm -rf $(VENV) node_modules .age-tool .native-deps vault/_accel/_lib.*

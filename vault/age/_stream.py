@@ -29,6 +29,7 @@ from typing import BinaryIO
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from .. import _accel
 from ..errors import InputValidationError, PayloadError
 from ._kdf import hkdf_sha256
 
@@ -90,11 +91,13 @@ class ChunkSealer:
     `last` (0 bytes only when it is the first and only chunk); `out` is exactly
     len(plain) + TAG_SIZE bytes. After the last chunk nothing more may be sealed."""
 
-    __slots__ = ("nonce", "_into", "_counter", "_done")
+    __slots__ = ("nonce", "_key", "_into", "_counter", "_done", "_native")
 
-    def __init__(self, file_key: bytes, nonce: bytes | None = None) -> None:
+    def __init__(self, file_key: bytes, nonce: bytes | None = None, *, native: bool = True) -> None:
         self.nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
-        self._into = payload_aead(file_key, self.nonce).encrypt_into
+        self._key = hkdf_sha256(file_key, self.nonce, b"payload")
+        self._into = ChaCha20Poly1305(self._key).encrypt_into
+        self._native = native and _accel.available
         self._counter = 0
         self._done = False
 
@@ -121,6 +124,30 @@ class ChunkSealer:
         if n > CHUNK_SIZE or (not last and n != CHUNK_SIZE) or (n == 0 and index):
             raise InputValidationError(f"a STREAM chunk of {n} bytes is not valid here")
         self._into(_chunk_nonce(index, last), plain, None, out)
+
+    def seal_run(self, first: int, plain: bytes | bytearray | memoryview, out: bytearray | memoryview,
+                 last: bool) -> None:
+        """seal_at() for the consecutive chunks `first`, `first` + 1, ... that `plain` holds
+        (every one CHUNK_SIZE bytes but the last, which is shorter only when `last`), into
+        `out`, exactly len(plain) + TAG_SIZE per chunk. One native call for the whole run
+        where vault/_accel is built, else one encrypt_into per chunk: the same bytes."""
+        n = len(plain)
+        count = max(1, -(-n // CHUNK_SIZE))
+        if not 0 <= first or first + count > _MAX_COUNTER:
+            raise InputValidationError(f"STREAM chunks {first}..{first + count - 1} are out of range")
+        if (not last and n % CHUNK_SIZE) or (n == 0 and (first or not last)):
+            raise InputValidationError(f"a STREAM run of {n} bytes is not valid here")
+        if len(out) != n + TAG_SIZE * count:
+            raise InputValidationError(f"a STREAM run of {n} bytes needs {n + TAG_SIZE * count} output bytes")
+        if self._native and first + count <= 1 << 64:
+            _accel.stream_seal(self._key, first, plain, last, out)
+            return
+        src, dst = memoryview(plain), memoryview(out)
+        for k in range(count):
+            piece = src[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE]
+            at = k * ENC_CHUNK_SIZE
+            self._into(_chunk_nonce(first + k, last and k == count - 1), piece, None,
+                       dst[at : at + len(piece) + TAG_SIZE])
 
 
 class ChunkOpener:
