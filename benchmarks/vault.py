@@ -94,7 +94,7 @@ def _warm(path: Path) -> None:
             pass
 
 
-def _throughput(size_mib: int, repeat: int, workdir: Path) -> dict:
+def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = True) -> dict:
     from vault.blockstore import FilesystemBlockstore
     from vault.vault import Vault
 
@@ -114,7 +114,7 @@ def _throughput(size_mib: int, repeat: int, workdir: Path) -> dict:
     # inode skips those freed in the last minute, one lookup each, so deleting a round's
     # 257 block files would slow the next round's seal (and not age's one output file).
     store_dir = workdir / "store"
-    vault = Vault(FilesystemBlockstore(store_dir, verify_writes=False), identity)
+    vault = Vault(FilesystemBlockstore(store_dir, verify_writes=False), identity, accelerate=accelerate)
     for n in range(repeat):
         enc, dec = workdir / "age.out", workdir / "age.plain"
         out = workdir / "opened.bin"
@@ -249,6 +249,8 @@ def main() -> None:
     parser.add_argument("--rss-size-mib", type=int, default=1024, help="peak-RSS file size (MiB)")
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--dir", type=Path, default=None, help="where to put temp files (default: system temp)")
+    parser.add_argument("--no-accel", action="store_true",
+                        help="seal without vault/_accel (hashlib and cryptography only), for comparison")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -257,7 +259,11 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="twinledger-bench-vault-", dir=args.dir))
     try:
         result = {"benchmark": "vault", "cpus": os.cpu_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
-        result |= _throughput(args.size_mib, max(1, args.repeat), workdir)
+        from vault import _accel
+
+        result["accelerator"] = {"used": _accel.available and not args.no_accel, "built": _accel.available,
+                                 "sha256_lanes": _accel.MAX_LANES if _accel.sha_lanes else 1}
+        result |= _throughput(args.size_mib, max(1, args.repeat), workdir, accelerate=not args.no_accel)
         result["loadavg_1m_after_throughput"] = round(os.getloadavg()[0], 2)
         result |= _memory(args.rss_size_mib, workdir)
         version = subprocess.run(["age", "--version"], capture_output=True, text=True).stdout.strip()

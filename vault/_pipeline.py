@@ -265,15 +265,19 @@ class _Sink:
     a worker has moved past an item (also for items skipped after a failure, so buffer
     pools refill). A failure in a worker is re-raised to the producer at its next put() or
     at close(); the workers keep taking items so the producer never blocks on a dead
-    thread. With several threads, items are taken in order but may finish out of order."""
+    thread. With several threads, items are taken in order but may finish out of order.
+    With `batch` set, a worker's `items` yields lists instead: the next item and up to
+    batch - 1 more that are already queued (never waiting for more); `release` runs for
+    each item of a list once the worker has moved past the list."""
 
     _END = object()
 
     def __init__(self, drain: Callable[[Iterator[Any]], Any], name: str,
                  release: Callable[[Any], Any] | None = None, *, depth: int = _QUEUE_DEPTH,
-                 threads: int = 1) -> None:
+                 threads: int = 1, batch: int | None = None) -> None:
         self._drain = drain
         self._release = release
+        self._batch = batch
         self._queue: queue.Queue[Any] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._closed = False
@@ -283,6 +287,9 @@ class _Sink:
             thread.start()
 
     def _items(self, ended: list[bool]) -> Iterator[Any]:
+        if self._batch is not None:
+            yield from self._batches(ended)
+            return
         while (item := self._queue.get()) is not self._END:
             try:
                 yield item
@@ -290,6 +297,29 @@ class _Sink:
                 if self._release is not None:
                     self._release(item)
         ended.append(True)
+
+    def _batches(self, ended: list[bool]) -> Iterator[list[Any]]:
+        while not ended:
+            item = self._queue.get()
+            if item is self._END:
+                ended.append(True)
+                return
+            batch = [item]
+            while len(batch) < self._batch:  # type: ignore[operator]
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is self._END:
+                    ended.append(True)
+                    break
+                batch.append(item)
+            try:
+                yield batch
+            finally:
+                if self._release is not None:
+                    for item in batch:
+                        self._release(item)
 
     def _run(self) -> None:
         ended: list[bool] = []

@@ -1,5 +1,6 @@
-"""Seal's payload stage: the age STREAM encrypted on several threads, straight into the
-UnixFS leaves. Private: vault/vault.py is the only user; the byte formats live in vault/age.
+"""Seal's payload stage: the age STREAM encrypted and hashed on worker threads, straight into
+the UnixFS leaves, and written by other threads. Private: vault/vault.py is the only user;
+the byte formats live in vault/age.
 
 STREAM encrypts 64 KiB chunks independently (chunk j's nonce is j and a last flag), so they
 need not be encrypted in order or on one thread. The caller's thread reads the plaintext
@@ -8,12 +9,15 @@ in order. Reading once also keeps the commitment and the ciphertext consistent i
 changes while it is read: both are made from the same bytes.
 
 It then hands out *segments* of the age file (header, nonce, chunks), each one UnixFS leaf
-of `segment_size` bytes, to worker threads. A worker encrypts the chunks that overlap its
-segment into its own page-aligned leaf buffer and calls `emit(index, leaf)`, which hashes
-and stores the leaf before it returns, while the bytes are still in that core's cache.
-A chunk that straddles two segments is encrypted by both workers, into a scratch chunk, and
-each copies its part (at most 2 chunks of 16 per MiB). Workers block in `emit` on the disk
-while the others compute.
+of `segment_size` bytes, to `workers` threads. A worker takes up to `lanes` segments at a
+time (one, then whatever else is queued), encrypts the chunks of each into a page-aligned
+leaf buffer (ChunkSealer.seal_run: one call per run of chunks inside the segment), releases
+the plaintext, and hashes the leaves together (vault/_accel.sha256_many: several SHA-256
+messages interleaved on one core). It hands each leaf to `writers` threads, which call
+`emit(index, leaf, digest)` (the store's put, the DAG) and give the buffer back. So the
+cores encrypt and hash while the writers wait for the disk. A chunk that straddles two
+segments is encrypted by both workers, into a scratch chunk, and each copies its part (at
+most 2 chunks of 16 per MiB).
 
     H = len(header) + 16 (payload nonce),  E = 64 KiB + 16,  P = plaintext size
     chunk j's ciphertext:  [H + j*E, H + j*E + |p_j| + 16)
@@ -22,7 +26,8 @@ while the others compute.
 A segment is handed out once all its chunks are known: their plaintext has been read, and
 whether the last of them is the final chunk (the read after it returned data, or the end
 of the input). Plaintext buffers are reference-counted by the segments that use them and
-come from a fixed pool, so memory is bounded (about 10 + workers MiB) whatever the size.
+come from a fixed pool, and so do the leaf buffers, so memory is bounded (about
+2 * (10 + workers * lanes) MiB) whatever the size.
 
 Why by hand: no library encrypts the age STREAM in parallel into caller-owned buffers.
 """
@@ -31,16 +36,18 @@ from __future__ import annotations
 import mmap
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from vault import _accel
 from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, TAG_SIZE, ChunkSealer, read_full
 from vault._pipeline import _PLAIN_BUFFER, _Sink
 
-Emit = Callable[[int, memoryview], None]
+Emit = Callable[[int, memoryview, "bytes | None"], None]
 Progress = Callable[[int], None]
-WORKERS = 3  # two cores busy while a third worker waits for its block to reach the disk
-_PLAIN_BUFFERS = 10  # 1 MiB each: the reader's two newest + what the queued segments use
+WORKERS = 2  # one per core: the writers, not a third worker, wait for the disk
+WRITERS = 2  # two block files in flight keep the disk busy while the other is created
+LANES = _accel.MAX_LANES  # leaves hashed together by one worker
 _PER_BUFFER = _PLAIN_BUFFER // CHUNK_SIZE  # chunks per plaintext buffer (16)
 
 
@@ -53,29 +60,49 @@ class _Plain:
         self.refs = 1  # the reader's, until every segment over this buffer is handed out
 
 
-class _Segment:
-    __slots__ = ("index", "lo", "hi", "chunks", "buffers")
+class _Run:
+    """Chunks first..first+n-1 of one segment: `plain` (contiguous, in one plaintext
+    buffer) encrypted to leaf[start - lo : end - lo] when `inside` the segment, else (one
+    chunk straddling its edge) through a scratch chunk of which the segment keeps its part."""
 
-    def __init__(self, index: int, lo: int, hi: int, chunks: list[tuple[int, memoryview, bool]],
-                 buffers: list[int]) -> None:
-        self.index, self.lo, self.hi, self.chunks, self.buffers = index, lo, hi, chunks, buffers
+    __slots__ = ("first", "plain", "last", "start", "end", "inside")
+
+    def __init__(self, first: int, plain: memoryview, last: bool, start: int, end: int, inside: bool) -> None:
+        self.first, self.plain, self.last, self.start, self.end, self.inside = first, plain, last, start, end, inside
+
+
+class _Segment:
+    __slots__ = ("index", "lo", "hi", "runs", "buffers", "released")
+
+    def __init__(self, index: int, lo: int, hi: int, runs: list[_Run], buffers: list[int]) -> None:
+        self.index, self.lo, self.hi, self.runs, self.buffers = index, lo, hi, runs, buffers
+        self.released = False
 
 
 def seal_segments(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memoryview], None],
-                  segment_size: int, emit: Emit, progress: Progress | None = None,
-                  *, workers: int = WORKERS) -> tuple[int, int]:
+                  segment_size: int, emit: Emit, progress: Progress | None = None, *,
+                  workers: int = WORKERS, writers: int = WRITERS, lanes: int = LANES,
+                  hash_leaves: bool = True) -> tuple[int, int]:
     """Encrypt everything `reader` yields into the age file `head` ‖ STREAM (`head` is the
     header and the payload nonce `sealer` was made with), cut into segments of
-    `segment_size` bytes (the last one shorter), each passed once to `emit(index, leaf)` on
-    a worker thread (in any order; `leaf` is only valid during the call). Returns the
+    `segment_size` bytes (the last one shorter), each passed once to
+    `emit(index, leaf, digest)` on a writer thread, in any order; `leaf` is only valid
+    during the call and `digest` is its SHA-256 (None unless `hash_leaves`). Returns the
     plaintext size and the number of segments. The first failure (in reading, in a worker
-    or in `emit`) is raised here once every worker has stopped."""
+    or in `emit`) is raised here once every thread has stopped."""
     if segment_size <= 0 or segment_size % 4096:
         raise ValueError(f"segment size {segment_size} is not a positive multiple of 4096")
+    if workers < 1 or writers < 1 or not 1 <= lanes <= _accel.MAX_LANES:
+        raise ValueError(f"bad pipeline shape: workers={workers} writers={writers} lanes={lanes}")
     H, S = len(head), segment_size
     pool: queue.Queue[bytearray] = queue.Queue()
-    for _ in range(_PLAIN_BUFFERS):
+    for _ in range(10 + workers * lanes):  # the reader's two newest + what queued segments use
         pool.put(bytearray(_PLAIN_BUFFER))
+    leaves: queue.Queue[mmap.mmap] = queue.Queue()
+    # A worker holds up to `lanes` leaves while it fills them: with fewer than
+    # workers * lanes in the pool, two workers could each wait for the other's.
+    for _ in range(workers * lanes + 2 * writers):
+        leaves.put(mmap.mmap(-1, S))  # page-aligned: the store may write it with O_DIRECT
     buffers: dict[int, _Plain] = {}
     lock = threading.Lock()
 
@@ -88,37 +115,76 @@ def seal_segments(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callabl
             del buffers[k]
         pool.put(entry.view.obj)  # type: ignore[arg-type]
 
-    def work(segments: Any) -> None:
-        leaf = memoryview(mmap.mmap(-1, S))  # page-aligned: the store may write it with O_DIRECT
-        scratch = memoryview(bytearray(ENC_CHUNK_SIZE))
-        for seg in segments:
-            lo, hi = seg.lo, seg.hi
-            if lo < H:
-                leaf[: min(H, hi) - lo] = head[lo : min(H, hi)]
-            for j, plain, last in seg.chunks:
-                start = H + j * ENC_CHUNK_SIZE
-                end = start + len(plain) + TAG_SIZE
-                if lo <= start and end <= hi:
-                    sealer.seal_at(j, plain, leaf[start - lo : end - lo], last)
-                else:  # straddles the segment's edge: this segment's part of it
-                    sealer.seal_at(j, plain, scratch[: end - start], last)
-                    a, b = max(start, lo), min(end, hi)
-                    leaf[a - lo : b - lo] = scratch[a - start : b - start]
-            emit(seg.index, leaf[: hi - lo])
+    def release(seg: _Segment) -> None:  # once per segment: when encrypted, or when skipped
+        if not seg.released:
+            seg.released = True
+            for k in seg.buffers:
+                unref(k)
 
-    def release(seg: _Segment) -> None:
-        for k in seg.buffers:
-            unref(k)
+    def encrypt(seg: _Segment, leaf: memoryview, scratch: memoryview) -> None:
+        lo, hi = seg.lo, seg.hi
+        if lo < H:
+            leaf[: min(H, hi) - lo] = head[lo : min(H, hi)]
+        for run in seg.runs:
+            if run.inside:
+                sealer.seal_run(run.first, run.plain, leaf[run.start - lo : run.end - lo], run.last)
+            else:  # straddles the segment's edge: this segment's part of it
+                sealer.seal_run(run.first, run.plain, scratch[: run.end - run.start], run.last)
+                a, b = max(run.start, lo), min(run.end, hi)
+                leaf[a - lo : b - lo] = scratch[a - run.start : b - run.start]
+        release(seg)
+
+    def work(batches: Iterator[list[_Segment]]) -> None:
+        scratch = memoryview(bytearray(ENC_CHUNK_SIZE))
+        for batch in batches:
+            filled: list[tuple[int, mmap.mmap, memoryview] | None] = []
+            try:
+                for seg in batch:
+                    buf = leaves.get()
+                    view = memoryview(buf)[: seg.hi - seg.lo]
+                    filled.append((seg.index, buf, view))
+                    encrypt(seg, view, scratch)
+                views = [entry[2] for entry in filled if entry is not None]
+                digests = _accel.sha256_many(views) if hash_leaves else [None] * len(views)
+                for i, digest in enumerate(digests):
+                    index, buf, view = filled[i]  # type: ignore[misc]
+                    out.put((index, buf, view, digest))
+                    filled[i] = None  # the writers own it now
+            finally:
+                for entry in filled:
+                    if entry is not None:
+                        entry[2].release()
+                        leaves.put(entry[1])
+
+    def write(items: Iterator[tuple[int, mmap.mmap, memoryview, bytes | None]]) -> None:
+        for index, _buf, view, digest in items:
+            emit(index, view, digest)
+
+    def give_back(item: tuple[int, mmap.mmap, memoryview, bytes | None]) -> None:
+        item[2].release()
+        leaves.put(item[1])
 
     def segment(index: int, lo: int, hi: int, total: int, eof: bool) -> _Segment:
-        chunks: list[tuple[int, memoryview, bool]] = []
+        runs: list[_Run] = []
         used: list[int] = []
         j = max(0, (lo - H) // ENC_CHUNK_SIZE)  # the first chunk that reaches into [lo, hi)
         while H + j * ENC_CHUNK_SIZE < hi:
             size = min(CHUNK_SIZE, total - j * CHUNK_SIZE)
             last = eof and (j + 1) * CHUNK_SIZE >= total
             k, offset = divmod(j, _PER_BUFFER)
-            chunks.append((j, buffers[k].view[offset * CHUNK_SIZE : offset * CHUNK_SIZE + size], last))
+            start = H + j * ENC_CHUNK_SIZE
+            end = start + size + TAG_SIZE
+            inside = lo <= start and end <= hi
+            prev = runs[-1] if runs else None
+            if (inside and prev is not None and prev.inside and not prev.last
+                    and prev.plain.obj is buffers[k].view.obj and prev.end == start):
+                # the next chunk of the same buffer, also inside: extend the run
+                base = (prev.first % _PER_BUFFER) * CHUNK_SIZE
+                prev.plain = buffers[k].view[base : offset * CHUNK_SIZE + size]
+                prev.last, prev.end = last, end
+            else:
+                runs.append(_Run(j, buffers[k].view[offset * CHUNK_SIZE : offset * CHUNK_SIZE + size],
+                                 last, start, end, inside))
             if not used or used[-1] != k:
                 used.append(k)
             if last:
@@ -127,9 +193,10 @@ def seal_segments(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callabl
         with lock:
             for k in used:
                 buffers[k].refs += 1
-        return _Segment(index, lo, hi, chunks, used)
+        return _Segment(index, lo, hi, runs, used)
 
-    sink = _Sink(work, "seal", release, depth=workers, threads=workers)
+    out = _Sink(write, "write", give_back, depth=2 * writers, threads=writers)
+    stage = _Sink(work, "seal", release, depth=workers * lanes, threads=workers, batch=lanes)
     try:
         total = 0
         count = 0  # buffers read
@@ -157,13 +224,15 @@ def seal_segments(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callabl
                 limit = H + (count - 1) * _PER_BUFFER * ENC_CHUNK_SIZE
             while handed * S < limit and (eof or (handed + 1) * S <= limit):
                 lo = handed * S
-                sink.put(segment(handed, lo, min(lo + S, limit), total, eof))
+                stage.put(segment(handed, lo, min(lo + S, limit), total, eof))
                 handed += 1
             # a buffer whose every chunk lies in handed-out segments is the workers' now
             while held and (eof or H + (held[0] + 1) * _PER_BUFFER * ENC_CHUNK_SIZE <= handed * S):
                 unref(held.pop(0))
-        sink.close()
+        stage.close()
+        out.close()
     except BaseException:
-        sink.abort()
+        stage.abort()
+        out.abort()
         raise
     return total, handed

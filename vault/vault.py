@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import inspect
 import os
 import tempfile
@@ -75,7 +74,7 @@ from vault._pipeline import (
     _plaintext_reader,
     _Prefetch,
 )
-from vault._seal import seal_segments
+from vault._seal import LANES, seal_segments
 from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir
 from vault.cid import CID, RAW
 from vault.commitment import Committer
@@ -104,7 +103,7 @@ class Vault:
     """Seals files for `identity`'s recipient into `store`, re-headers and opens them."""
 
     def __init__(self, store: BlockStore, identity: X25519Identity | HybridIdentity,
-                 profile: str = DEFAULT_PROFILE) -> None:
+                 profile: str = DEFAULT_PROFILE, *, accelerate: bool = True) -> None:
         if not isinstance(identity, _IDENTITIES):
             raise InputValidationError(
                 f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
@@ -116,6 +115,9 @@ class Vault:
         if not isinstance(profile, str) or profile not in PROFILES:
             raise InputValidationError(f"unknown import profile {profile!r}; known: {', '.join(PROFILES)}")
         self.profile = profile
+        # vault/_accel (native STREAM runs, leaves hashed together) where it is built;
+        # False: hashlib and cryptography only (the same bytes, for comparison).
+        self.accelerate = accelerate
 
     def __repr__(self) -> str:
         return f"Vault({type(self.store).__name__}, recipient={self.identity.recipient}, profile={self.profile!r})"
@@ -129,7 +131,7 @@ class Vault:
         put() is called from several threads at once (every store here allows that)."""
         file_key = os.urandom(16)
         header = header_for(file_key, [self.identity.recipient])
-        sealer = ChunkSealer(file_key)
+        sealer = ChunkSealer(file_key, native=self.accelerate)
         committer = Committer(file_key)
         profile = PROFILES[self.profile]
         lend = isinstance(self.store, FilesystemBlockstore)  # it writes a block out before put() returns
@@ -140,19 +142,20 @@ class Vault:
             in_order = _InOrder()
             put = self.store.put
 
-            # Each leaf is encrypted, hashed and stored by one worker thread (vault/_seal.py);
+            # Workers encrypt and hash the leaves, writer threads store them (vault/_seal.py);
             # the DAG takes the leaves in order. A dag-pb leaf (profile v0) wraps its chunk:
             # the importer builds, hashes and stores it, from a copy, in order.
-            def emit(index: int, leaf: memoryview) -> None:
-                if not profile.raw_leaves:
+            def emit(index: int, leaf: memoryview, digest: bytes | None) -> None:
+                if digest is None:
                     in_order.add(index, functools.partial(importer.write_chunk, bytes(leaf)))
                     return
-                cid = CID.from_digest(hashlib.sha256(leaf).digest(), RAW, 1)
+                cid = CID.from_digest(digest, RAW, 1)
                 put(cid, leaf if lend else bytes(leaf))
                 in_order.add(index, functools.partial(importer.add_leaf, cid, len(leaf)))
 
             size, leaves = seal_segments(reader, header + sealer.nonce, sealer, committer.update,
-                                         profile.chunk_size, emit, progress)
+                                         profile.chunk_size, emit, progress, hash_leaves=profile.raw_leaves,
+                                         lanes=LANES if self.accelerate else 1)
             if in_order.done != leaves:  # cannot happen: every segment was emitted once
                 raise IntegrityError(f"sealed {leaves} leaves but the DAG took {in_order.done}")
             root = importer.finish()  # the inner nodes

@@ -7,6 +7,7 @@ inodes were synced, and the worker's backlog is pinned only to choose who hashes
 from __future__ import annotations
 
 import errno
+import hashlib
 import functools
 import io
 import mmap
@@ -166,23 +167,29 @@ def test_sealed_ciphertext_is_the_reference_stream(owner, profile: str, size: in
 
 
 def _segments(plaintext: bytes, head: bytes, segment_size: int, workers: int, piece: int | None = None,
-              emit_hook=None) -> tuple[dict[int, bytes], int, int, list[int]]:
-    """Run seal_segments over `plaintext`; returns {index: leaf}, size, count, progress calls."""
+              emit_hook=None, *, writers: int = 2, lanes: int = 4, native: bool = True,
+              hash_leaves: bool = True) -> tuple[dict[int, bytes], int, int, list[int]]:
+    """Run seal_segments over `plaintext`; returns {index: leaf}, size, count, progress calls.
+    Every digest emitted is checked against hashlib."""
     got: dict[int, bytes] = {}
     reported: list[int] = []
+    lock = threading.Lock()
 
-    def emit(index: int, leaf: memoryview) -> None:
+    def emit(index: int, leaf: memoryview, digest: bytes | None) -> None:
         if emit_hook is not None:
             emit_hook(index)
-        assert index not in got  # every segment once
-        got[index] = bytes(leaf)
+        assert digest == (hashlib.sha256(leaf).digest() if hash_leaves else None)
+        with lock:
+            assert index not in got  # every segment once
+            got[index] = bytes(leaf)
 
     source: object = io.BytesIO(plaintext)
     if piece is not None:  # a reader that returns at most `piece` bytes per call
         stream = io.BytesIO(plaintext)
         source = type("Trickle", (), {"readinto": lambda self, b: stream.readinto(b[:piece])})()
-    size, count = seal_segments(source, head, ChunkSealer(KEY, NONCE), lambda view: None, segment_size, emit,
-                                reported.append, workers=workers)
+    size, count = seal_segments(source, head, ChunkSealer(KEY, NONCE, native=native), lambda view: None,
+                                segment_size, emit, reported.append, workers=workers, writers=writers,
+                                lanes=lanes, hash_leaves=hash_leaves)
     return got, size, count, reported
 
 
@@ -192,16 +199,22 @@ def _segments(plaintext: bytes, head: bytes, segment_size: int, workers: int, pi
        head_size=st.sampled_from([NONCE_SIZE, NONCE_SIZE + 1, 200, 4095, 4096, 9000]),
        segment_size=st.sampled_from([4096, 3 * 4096, 256 << 10, MIB]),
        workers=st.integers(min_value=1, max_value=4),
-       piece=st.none() | st.integers(min_value=1, max_value=300_000))
+       piece=st.none() | st.integers(min_value=1, max_value=300_000),
+       writers=st.integers(min_value=1, max_value=3), lanes=st.integers(min_value=1, max_value=4),
+       native=st.booleans(), hash_leaves=st.booleans())
 def test_segments_are_the_reference_age_file_cut_into_leaves(size: int, head_size: int, segment_size: int,
-                                                            workers: int, piece: int | None) -> None:
-    """Whatever the sizes, the segments, in index order, are exactly header ‖ nonce ‖ the
-    reference STREAM, each segment_size bytes but the last; each is emitted once."""
+                                                            workers: int, piece: int | None, writers: int,
+                                                            lanes: int, native: bool, hash_leaves: bool) -> None:
+    """Whatever the sizes and the pipeline's shape (workers, writers, leaves hashed
+    together, native STREAM runs or one encrypt_into per chunk), the segments, in index
+    order, are exactly header ‖ nonce ‖ the reference STREAM, each segment_size bytes but
+    the last; each is emitted once, with its SHA-256 when asked."""
     plaintext = os.urandom(size)
     header = os.urandom(head_size - NONCE_SIZE)  # up to 9000: longer than a 4096-byte segment
     head = header + NONCE
     reference = header + b"".join(seal(KEY, [plaintext], NONCE))  # seal() yields the nonce first
-    got, total, count, reported = _segments(plaintext, head, segment_size, workers, piece)
+    got, total, count, reported = _segments(plaintext, head, segment_size, workers, piece, writers=writers,
+                                            lanes=lanes, native=native, hash_leaves=hash_leaves)
     assert total == size and sum(reported) == size
     assert sorted(got) == list(range(count))
     assert [len(got[i]) for i in range(count - 1)] == [segment_size] * (count - 1)
@@ -232,16 +245,16 @@ def test_a_failing_reader_stops_the_workers_and_is_raised() -> None:
     emitted: list[int] = []
     with pytest.raises(OSError, match="Input/output"):
         seal_segments(Broken(), b"h" * 100 + NONCE, ChunkSealer(KEY, NONCE), lambda view: None, MIB,
-                      lambda i, leaf: emitted.append(i))
+                      lambda i, leaf, digest: emitted.append(i))
     assert sorted(emitted) == list(range(len(emitted)))  # what was handed out before the failure
-    assert not [t for t in threading.enumerate() if t.name.startswith("vault-seal")]  # all joined
+    assert not [t for t in threading.enumerate() if t.name.startswith(("vault-seal", "vault-write"))]  # all joined
 
 
 def test_the_commitment_sees_the_plaintext_in_order_once() -> None:
     plaintext = os.urandom(5 * MIB + 123)
     seen = bytearray()
     seal_segments(io.BytesIO(plaintext), b"h" * 100 + NONCE, ChunkSealer(KEY, NONCE),
-                  lambda view: seen.extend(view), MIB, lambda i, leaf: None)
+                  lambda view: seen.extend(view), MIB, lambda i, leaf, digest: None)
     assert bytes(seen) == plaintext
 
 
