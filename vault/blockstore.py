@@ -19,7 +19,10 @@ On-disk layout of FilesystemBlockstore (compatible in spirit with go-ds-flatfs
 
     <root>/blocks/<SS>/<KEY>.data     KEY = base32 upper-case, unpadded, of the multihash
                                       ("CIQ…"); SS = KEY[-3:-1]
+    <root>/blocks/SHARDING            "/repo/flatfs/shard/v1/next-to-last/2" (as flatfs)
     <root>/pins.json                  {"version": 1, "pins": ["<cid>", …]} (sorted)
+
+A durable store (sync=True) makes all 1024 shard directories when it is first opened.
 
 Durability: a block is written to a temp file in its shard directory and renamed into
 place, so a reader never sees a partial block. With `sync=True` (default) each put fsyncs
@@ -198,6 +201,10 @@ class MemoryBlockstore(_Pinning):
         self._pins = set(pins)
 
 
+_B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_SHARDING = "/repo/flatfs/shard/v1/next-to-last/2"  # what go-ds-flatfs writes for this layout
+
+
 def _key(multihash: bytes) -> str:
     return base64.b32encode(multihash).decode("ascii").rstrip("=")
 
@@ -350,6 +357,30 @@ class FilesystemBlockstore(_Pinning):
         self._batch_depth = 0
         self._flusher: _Flusher | None = None
         self._direct = False  # inside batch(direct=True), on a filesystem that allows it
+        if sync:
+            self._make_shards()
+
+    def _make_shards(self) -> None:
+        """A durable store makes all 1024 shard directories once, when it is first opened,
+        and then writes blocks/SHARDING (go-ds-flatfs's name for its layout file), so that a
+        put never makes a directory: seal's cost does not depend on how full the store is.
+        A store that cannot (read-only) makes each shard on its first block, as before."""
+        marker = self._blocks / "SHARDING"
+        if marker.exists():
+            return
+        try:
+            for a in _B32:
+                for b in _B32:
+                    (self._blocks / (a + b)).mkdir(exist_ok=True)
+            tmp = self._blocks / f".SHARDING.{secrets.token_hex(6)}.tmp"
+            with open(tmp, "w", encoding="ascii") as fh:
+                fh.write(_SHARDING + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, marker)
+        except OSError:
+            return
+        _fsync_dir(self._blocks)
 
     def _path(self, cid: CID) -> Path:
         key = _key(cid.multihash)

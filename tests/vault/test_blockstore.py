@@ -53,7 +53,32 @@ def test_layout_is_flatfs_next_to_last_2(tmp_path: Path) -> None:
     store.put(cid, b"hello world")
     key = "CIQLSTJHXGJU2PQIUUXFFV62PWV7VREE57RXUU4A52IIR55M4LX432I"
     assert (tmp_path / "blocks" / key[-3:-1] / f"{key}.data").read_bytes() == b"hello world"
-    assert [p.name for p in (tmp_path / "blocks").rglob("*") if p.is_file()] == [f"{key}.data"]
+    assert sorted(p.name for p in (tmp_path / "blocks").rglob("*") if p.is_file()) == [f"{key}.data", "SHARDING"]
+    assert (tmp_path / "blocks" / "SHARDING").read_text() == "/repo/flatfs/shard/v1/next-to-last/2\n"
+
+
+def test_a_durable_store_makes_every_shard_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """All 1024 shard directories exist before the first put, so no put makes one (or
+    fsyncs the blocks directory for it); opening the store again makes nothing."""
+    store = FilesystemBlockstore(tmp_path)
+    shards = sorted(p.name for p in (tmp_path / "blocks").iterdir() if p.is_dir())
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    assert shards == sorted(a + b for a in alphabet for b in alphabet)
+    made: list[str] = []
+    real_mkdir = Path.mkdir
+    monkeypatch.setattr(Path, "mkdir", lambda self, *a, **k: (made.append(self.name), real_mkdir(self, *a, **k)))
+    for n in range(50):
+        data = f"block {n}".encode()
+        store.put(CID.from_sha256(data), data)
+    FilesystemBlockstore(tmp_path)
+    assert made == ["blocks"]  # the second open's mkdir(exist_ok=True) of blocks/ only
+
+
+def test_a_scratch_store_makes_shards_on_demand(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    assert list((tmp_path / "blocks").iterdir()) == []
+    store.put(CID.from_sha256(b"x"), b"x")
+    assert len([p for p in (tmp_path / "blocks").iterdir() if p.is_dir()]) == 1
 
 
 def test_corrupt_file_on_disk_is_detected(tmp_path: Path) -> None:
@@ -128,23 +153,39 @@ def _blocks(n: int) -> list[tuple[CID, bytes]]:
     return [(CID.from_sha256(b"%d" % i), b"%d" % i) for i in range(n)]
 
 
-def test_sync_fsyncs_every_put(tmp_path: Path, fsyncs: list[int]) -> None:
+def _store(tmp_path: Path, fsyncs: list[int], *, premade: bool) -> FilesystemBlockstore:
+    """A durable store, its own fsyncs forgotten; premade=False: as a store from before
+    shards were made up front (every shard directory removed), so puts make them."""
     store = FilesystemBlockstore(tmp_path)
+    if not premade:
+        for shard in (tmp_path / "blocks").iterdir():
+            if shard.is_dir():
+                shard.rmdir()
+    fsyncs.clear()
+    return store
+
+
+@pytest.mark.parametrize("premade", [True, False])
+def test_sync_fsyncs_every_put(tmp_path: Path, fsyncs: list[int], premade: bool) -> None:
+    store = _store(tmp_path, fsyncs, premade=premade)
     for cid, data in _blocks(5):
         store.put(cid, data)
     paths = list((tmp_path / "blocks").rglob("*.data"))
     shards = {p.parent.stat().st_ino for p in paths}
     blocks_dir = (tmp_path / "blocks").stat().st_ino
-    # file + shard directory per block, and the blocks directory once per new shard (its entry)
-    expected = [p.stat().st_ino for p in paths] + [p.parent.stat().st_ino for p in paths] + [blocks_dir] * len(shards)
+    # file + shard directory per block, and the blocks directory once per shard made (its entry)
+    expected = [p.stat().st_ino for p in paths] + [p.parent.stat().st_ino for p in paths]
+    if not premade:
+        expected += [blocks_dir] * len(shards)
     assert sorted(fsyncs) == sorted(expected)
     fsyncs.clear()
     store.put(*_blocks(1)[0])  # already there: nothing written, nothing synced
     assert fsyncs == []
 
 
-def test_batch_defers_fsyncs_to_its_end(tmp_path: Path, fsyncs: list[int]) -> None:
-    store = FilesystemBlockstore(tmp_path)
+@pytest.mark.parametrize("premade", [True, False])
+def test_batch_defers_fsyncs_to_its_end(tmp_path: Path, fsyncs: list[int], premade: bool) -> None:
+    store = _store(tmp_path, fsyncs, premade=premade)
     blocks = _blocks(20)
     with store.batch():
         with store.batch():  # nests
@@ -154,12 +195,13 @@ def test_batch_defers_fsyncs_to_its_end(tmp_path: Path, fsyncs: list[int]) -> No
         assert all(store.get(cid) == data for cid, data in blocks)  # visible at once
     paths = list((tmp_path / "blocks").rglob("*.data"))
     shards = {p.parent.stat().st_ino for p in paths}
-    # every file, every shard once, and the blocks directory once for all the new shards' entries
-    assert sorted(fsyncs) == sorted([p.stat().st_ino for p in paths] + [*shards, (tmp_path / "blocks").stat().st_ino])
+    # every file, every shard once, and the blocks directory once for all the shards made
+    made = [] if premade else [(tmp_path / "blocks").stat().st_ino]
+    assert sorted(fsyncs) == sorted([p.stat().st_ino for p in paths] + [*shards, *made])
 
 
 def test_batch_lets_exceptions_through_and_still_flushes(tmp_path: Path, fsyncs: list[int]) -> None:
-    store = FilesystemBlockstore(tmp_path)
+    store = _store(tmp_path, fsyncs, premade=False)
     with pytest.raises(RuntimeError, match="boom"):
         with store.batch():
             with store.batch():
