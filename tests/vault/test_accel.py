@@ -25,17 +25,21 @@ NONCE = bytes(range(100, 116))
 needs_native = pytest.mark.skipif(not _accel.available, reason="vault/_accel is not built")
 
 
-def _cpu_has_sha() -> bool:
+def _cpu_flags() -> set[str]:
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return False
-    return " sha_ni" in flags
+        return set()
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return set(line.partition(":")[2].split())
 
 
 def test_the_accelerator_is_built_and_passed_its_self_test() -> None:
     assert _accel.available, "vault/_accel/_lib is missing or failed its known-answer test: run `make setup`"
-    assert _accel.sha_lanes == _cpu_has_sha()
+    flags = _cpu_flags()
+    assert _accel.sha_lanes == ("sha_ni" in flags)
+    wide = {"sha_ni", "avx512f", "avx512bw"} <= flags
+    assert _accel.lanes == (16 if wide else 4 if "sha_ni" in flags else 0)
 
 
 # -- multi-lane SHA-256 -------------------------------------------------------------------
@@ -53,17 +57,27 @@ def test_sha256_many_is_hashlib_for_any_lengths(lengths: list[int], rnd) -> None
 def test_sha256_many_on_leaf_sized_page_aligned_buffers() -> None:
     """What seal hands it: 1 MiB mmap leaves, the last one shorter, as memoryviews."""
     leaves = []
-    for size in (1 << 20, 1 << 20, 1 << 20, 300_017):
+    for size in [1 << 20] * 15 + [300_017]:
         buf = mmap.mmap(-1, 1 << 20)
         buf.write(os.urandom(size))
         leaves.append(memoryview(buf)[:size])
-    for n in range(1, 5):
-        assert _accel.sha256_many(leaves[:n]) == [hashlib.sha256(v).digest() for v in leaves[:n]]
+    want = [hashlib.sha256(v).digest() for v in leaves]
+    for n in (1, 2, 3, 4, 5, 8, 15, 16):  # the short leaf drops out first: the others go on
+        assert _accel.sha256_many(leaves[-n:]) == want[-n:]
+        assert _accel.sha256_many(leaves[:n]) == want[:n]
+
+
+def test_sha256_many_lanes_that_finish_at_different_blocks() -> None:
+    """Every lane a different number of blocks, so lanes drop out one by one (AVX-512:
+    the finished ones keep reading along with a live lane, their results dropped)."""
+    messages = [os.urandom(64 * (k * 37 % 23) + k) for k in range(16)]
+    assert _accel.sha256_many(messages) == [hashlib.sha256(m).digest() for m in messages]
+    assert _accel.sha256_many(messages[::-1]) == [hashlib.sha256(m).digest() for m in messages[::-1]]
 
 
 @pytest.mark.parametrize("count", [0, _accel.MAX_LANES + 1])
-def test_sha256_many_takes_one_to_four_messages(count: int) -> None:
-    with pytest.raises(ValueError, match="1..4 messages"):
+def test_sha256_many_takes_one_to_sixteen_messages(count: int) -> None:
+    with pytest.raises(ValueError, match="1..16 messages"):
         _accel.sha256_many([b"x"] * count)
 
 

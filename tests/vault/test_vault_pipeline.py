@@ -6,6 +6,7 @@ durable on disk. Real components throughout; os.fsync is wrapped only to record 
 inodes were synced, and the worker's backlog is pinned only to choose who hashes."""
 from __future__ import annotations
 
+import ctypes
 import errno
 import hashlib
 import functools
@@ -36,7 +37,7 @@ from vault.age._stream import (
 )
 from vault._output import _Output
 from vault._pipeline import _InOrder, _Prefetch, _Sink
-from vault._seal import seal_segments
+from vault._seal import _arena, seal_segments
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
@@ -200,7 +201,7 @@ def _segments(plaintext: bytes, head: bytes, segment_size: int, workers: int, pi
        segment_size=st.sampled_from([4096, 3 * 4096, 256 << 10, MIB]),
        workers=st.integers(min_value=1, max_value=4),
        piece=st.none() | st.integers(min_value=1, max_value=300_000),
-       writers=st.integers(min_value=1, max_value=3), lanes=st.integers(min_value=1, max_value=4),
+       writers=st.integers(min_value=1, max_value=6), lanes=st.sampled_from([1, 2, 3, 4, 5, 8, 15, 16]),
        native=st.booleans(), hash_leaves=st.booleans())
 def test_segments_are_the_reference_age_file_cut_into_leaves(size: int, head_size: int, segment_size: int,
                                                             workers: int, piece: int | None, writers: int,
@@ -220,6 +221,19 @@ def test_segments_are_the_reference_age_file_cut_into_leaves(size: int, head_siz
     assert [len(got[i]) for i in range(count - 1)] == [segment_size] * (count - 1)
     assert 0 < len(got[count - 1]) <= segment_size
     assert b"".join(got[i] for i in range(count)) == reference
+
+
+def test_seal_buffers_are_distinct_page_aligned_and_writable() -> None:
+    """The pools come from _arena: one mapping cut into buffers that must not overlap
+    (two leaves in flight share nothing) and must suit O_DIRECT (page-aligned)."""
+    bufs = _arena(5, 3 * 4096)
+    assert [len(b) for b in bufs] == [3 * 4096] * 5
+    for i, buf in enumerate(bufs):
+        buf[:] = bytes([i]) * len(buf)
+    assert all(bytes(buf) == bytes([i]) * len(buf) for i, buf in enumerate(bufs))
+    addresses = [ctypes.addressof(ctypes.c_char.from_buffer(buf)) for buf in bufs]
+    assert all(a % mmap.PAGESIZE == 0 for a in addresses)
+    assert sorted(addresses) == [addresses[0] + i * 3 * 4096 for i in range(5)]
 
 
 def test_a_failing_emit_stops_the_seal_and_is_raised() -> None:

@@ -1,11 +1,15 @@
 """The vault's optional native accelerator: multi-lane SHA-256 and STREAM runs in C.
 
-Two loops dominate seal's CPU (per 256 MiB on these machines: the leaves' SHA-256 0.14 s,
-ChaCha20-Poly1305 0.06 s), and Python can only call them one message or one 64 KiB chunk at
-a time. vault/_accel/_accel.c does both in one call that releases the GIL:
+Two loops dominate seal's CPU (per 256 MiB on these machines: the leaves' SHA-256 0.14-0.24 s,
+ChaCha20-Poly1305 0.06-0.2 s), and Python can only call them one message or one 64 KiB chunk
+at a time. vault/_accel/_accel.c does both in one call that releases the GIL:
 
     sha256_many(messages)                   -> [digest, ...]   up to MAX_LANES at once
     stream_seal(key, first, plain, final, out) -> bytes written
+
+`lanes` is how many messages this CPU hashes side by side: 16 with AVX-512 (one per 32-bit
+vector lane), 4 with only the SHA extensions (interleaved), 0 when neither is usable; seal
+gives each worker that many leaves to hash at once.
 
 Why by hand: no maintained library exposes either (OpenSSL's multi-buffer SHA-256 is
 internal to libcrypto; cryptography and PyNaCl seal one AEAD message per call). The STREAM
@@ -13,7 +17,7 @@ chunk rules stay in vault/age/_stream.py (ChunkSealer.seal_run), which calls thi
 
 The compiled module (vault/_accel/_lib, built by setup.py or `python vault/_accel/build.py`)
 is optional: without it, or on a CPU without the SHA extensions, or when its known-answer
-test fails, `available` / `sha_lanes` are False and the vault uses hashlib and
+test fails, `available` / `sha_lanes` are False (`lanes` 0) and the vault uses hashlib and
 cryptography instead, with byte-identical results (tests/vault/test_accel.py checks both).
 """
 from __future__ import annotations
@@ -22,7 +26,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-MAX_LANES = 4
+MAX_LANES = 16
 
 try:  # the compiled module is optional
     from vault._accel._lib import ffi as _ffi, lib as _lib  # type: ignore[import-not-found]
@@ -43,17 +47,19 @@ def _sha256_native(messages: Sequence[Buffer]) -> list[bytes]:
     return [bytes(out[32 * i : 32 * i + 32]) for i in range(n)]
 
 
-def _self_test() -> tuple[bool, bool]:
-    """(module usable, multi-lane SHA usable): a known-answer test against hashlib and
-    cryptography on lengths around the block and chunk boundaries."""
+def _self_test() -> tuple[bool, int]:
+    """(module usable, messages hashed side by side or 0): a known-answer test against
+    hashlib and cryptography on lengths around the block and chunk boundaries, for both the
+    SHA-NI and the AVX-512 paths."""
     if _lib is None:
-        return False, False
-    lanes = bool(_lib.tl_sha_ni())
+        return False, 0
+    lanes = int(_lib.tl_sha_ni())
     if lanes:
-        for sizes in ((0, 55, 56, 64), (65, 119, 120, 1000), (4096, 1)):
+        for sizes in ((0, 55, 56, 64), (65, 119, 120, 1000), (4096, 1),
+                      (640, 64, 0, 129, 700, 7, 640, 128, 1, 56, 300, 641, 65, 63, 1000, 200)):
             msgs = [bytes((i * 7 + n) & 0xFF for i in range(n)) for n in sizes]
             if _sha256_native(msgs) != [hashlib.sha256(m).digest() for m in msgs]:
-                lanes = False
+                lanes = 0
                 break
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
@@ -61,19 +67,20 @@ def _self_test() -> tuple[bool, bool]:
     plain = bytes(i & 0xFF for i in range(65536 + 100))
     out = bytearray(len(plain) + 32)
     if _lib.tl_stream_seal(key, 5, _ffi.from_buffer(plain), len(plain), 1, _ffi.from_buffer(out)) != len(out):
-        return False, False
+        return False, 0
     aead = ChaCha20Poly1305(key)
     want = (aead.encrypt((5 << 8).to_bytes(12, "big"), plain[:65536], None)
             + aead.encrypt(((6 << 8) | 1).to_bytes(12, "big"), plain[65536:], None))
     return bytes(out) == want, lanes
 
 
-available, sha_lanes = _self_test()
+available, lanes = _self_test()
+sha_lanes = lanes > 0
 
 
 def sha256_many(messages: Sequence[Buffer]) -> list[bytes]:
-    """SHA-256 of each message (at most MAX_LANES), interleaved on this core when the CPU
-    has the SHA extensions, else with hashlib one after the other."""
+    """SHA-256 of each message (at most MAX_LANES), side by side on this core when the CPU
+    has the SHA extensions (see `lanes`), else with hashlib one after the other."""
     if not 1 <= len(messages) <= MAX_LANES:
         raise ValueError(f"sha256_many takes 1..{MAX_LANES} messages, got {len(messages)}")
     if sha_lanes and len(messages) > 1:
@@ -95,3 +102,4 @@ def stream_seal(key: bytes, first: int, plain: Buffer, final: bool, out: Buffer)
     if written < 0:
         raise RuntimeError(f"OpenSSL failed to seal a STREAM run ({written})")
     return written
+
