@@ -34,11 +34,12 @@ node_modules/.installed: package.json package-lock.json
 	npm install --no-audit --no-fund --loglevel=error
 	@touch $@
 
-# A C compiler and OpenSSL's headers (Debian: gcc, libssl-dev) for vault/_accel.
+# A C compiler and OpenSSL's headers (Debian: gcc, libssl-dev) for vault/_accel, and strace,
+# which tests/vault/test_blockstore_native.py uses to check the native put's syscalls.
 .native-deps:
-	@{ command -v gcc >/dev/null 2>&1 && test -f /usr/include/openssl/evp.h; } || { \
+	@{ command -v gcc >/dev/null 2>&1 && test -f /usr/include/openssl/evp.h && command -v strace >/dev/null 2>&1; } || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libssl-dev >/dev/null; }
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gcc libssl-dev strace >/dev/null; }
 	@test -f /usr/include/openssl/evp.h && touch $@
 
 # The `age` command-line tool (Debian package) for interoperability tests and benchmarks.

@@ -15,7 +15,9 @@ the segment) and releases the plaintext; once it holds `lanes` sealed leaves (or
 is done) it hashes them together (vault/_accel.sha256_many: 16 SHA-256 messages side by
 side with AVX-512, 4 interleaved with the SHA extensions). It hands each leaf to `writers`
 threads, which call `emit(index, leaf, digest)` (the store's put, the DAG) and give the
-buffer back. So the cores encrypt and hash while the writers wait for the disk. A chunk that straddles two
+buffer back. So the cores encrypt and hash while the writers wait for the disk: with the
+accelerator, a put is one GIL-free call that blocks until the block is durable, so six
+writers keep six blocks in flight. A chunk that straddles two
 segments is encrypted by both workers, into a scratch chunk, and each copies its part (at
 most 2 chunks of 16 per MiB).
 
@@ -50,7 +52,7 @@ from vault._pipeline import _PLAIN_BUFFER, _Sink
 Emit = Callable[[int, memoryview, "bytes | None"], None]
 Progress = Callable[[int], None]
 WORKERS = 2  # one per core: the writers, not a third worker, wait for the disk
-WRITERS = 2  # two block files in flight keep the disk busy while the other is created
+WRITERS = 6  # block files in flight: each writer blocks in one native put (write, fsync, rename, dir fsync)
 LANES = max(1, _accel.lanes)  # leaves hashed together by one worker (16 with AVX-512)
 _STAGE_DEPTH = 4  # segments queued per worker
 _PER_BUFFER = _PLAIN_BUFFER // CHUNK_SIZE  # chunks per plaintext buffer (16)

@@ -17,8 +17,8 @@ worker threads each take whole UnixFS leaves of the age file (header, nonce, STR
 chunks), encrypt their chunks straight into page-aligned leaf buffers (ChunkSealer.seal_run,
 natively a run of chunks per call) and hash 16 leaves at once (AVX-512; 4 with SHA-NI);
 writer threads store them and the DAG takes the leaves in order. The blocks go past the
-page cache (O_DIRECT: they must be on disk before seal returns anyway) and blockstore
-threads fsync them meanwhile.
+page cache (O_DIRECT: they must be on disk before seal returns anyway), each writer's put
+fsyncs its block (natively: one GIL-free call; else blockstore threads fsync them).
 open: the caller's thread fetches each block (the leaves of a node are read ahead on two
 threads) and has export() check it against its CID (the only hash of
 it: our own stores are asked for `get(verify=False)`); a worker decrypts the verified

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from vault import blockstore
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, DAG_PB
 from vault.errors import BlockMismatchError, BlockNotFoundError, IntegrityError
@@ -138,6 +139,9 @@ def test_walk_dag_is_depth_first_and_strictness_is_optional(tmp_path: Path) -> N
 
 @pytest.fixture
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Inodes passed to os.fsync, on the store's Python path (the native put makes the same
+    calls from C: tests/vault/test_blockstore_native.py traces them)."""
+    monkeypatch.setattr(blockstore, "_NATIVE", False)
     calls: list[int] = []
     real = os.fsync
 

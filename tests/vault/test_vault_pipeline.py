@@ -38,6 +38,7 @@ from vault.age._stream import (
 from vault._output import _Output
 from vault._pipeline import _InOrder, _Prefetch, _Sink
 from vault._seal import _arena, seal_segments
+from vault import blockstore
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
@@ -371,6 +372,7 @@ def test_a_filesystem_without_o_direct_gets_the_page_cache(tmp_path: Path, monke
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(os, "open", no_direct)
+    monkeypatch.setattr(blockstore, "_NATIVE", False)  # the C path's fallback: test_blockstore_native.py
     store = FilesystemBlockstore(tmp_path)
     blocks = []
     for _ in range(3):
@@ -597,7 +599,9 @@ def test_filesystem_get_verifies_unless_told_not_to(tmp_path: Path) -> None:
 
 @pytest.fixture
 def synced(monkeypatch: pytest.MonkeyPatch) -> set[int]:
-    """Inodes passed to os.fsync / os.fdatasync (from any thread)."""
+    """Inodes passed to os.fsync / os.fdatasync (from any thread), on the blockstore's
+    Python path (its native put is traced in tests/vault/test_blockstore_native.py)."""
+    monkeypatch.setattr(blockstore, "_NATIVE", False)
     inodes: set[int] = set()
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
@@ -639,6 +643,7 @@ def test_a_failed_background_fsync_fails_the_batch(tmp_path: Path, monkeypatch: 
         raise OSError(5, "Input/output error")
 
     store = FilesystemBlockstore(tmp_path)
+    monkeypatch.setattr(blockstore, "_NATIVE", False)
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError, match="Input/output"), store.batch(background=True):
         store.put(CID.from_sha256(b"x"), b"x")

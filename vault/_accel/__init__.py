@@ -23,6 +23,7 @@ cryptography instead, with byte-identical results (tests/vault/test_accel.py che
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,4 +103,18 @@ def stream_seal(key: bytes, first: int, plain: Buffer, final: bool, out: Buffer)
     if written < 0:
         raise RuntimeError(f"OpenSSL failed to seal a STREAM run ({written})")
     return written
+
+
+def write_block(tmp: str, final: str, directory: str, data: Buffer, *, direct: bool, sync: bool) -> bool:
+    """Create `tmp`, write `data`, fsync (if `sync`), rename to `final`, fsync `directory`
+    (if `sync`), in one call without the GIL (see tl_write_block). Returns True when the
+    filesystem or the buffer refused O_DIRECT and the page cache was used; raises OSError."""
+    if not available:
+        raise RuntimeError("the native accelerator is not available")
+    src = _ffi.from_buffer(data)
+    rc = _lib.tl_write_block(os.fsencode(tmp), os.fsencode(final), os.fsencode(directory), src, len(src),
+                             bool(direct), bool(sync))
+    if rc < 0:
+        raise OSError(-rc, os.strerror(-rc), tmp)
+    return rc == 1
 

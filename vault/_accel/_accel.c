@@ -17,11 +17,18 @@
  * Both are checked against hashlib / cryptography by tests/vault/test_accel.py, and
  * vault/_accel/__init__.py runs a known-answer test before it uses them.
  */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE 1 /* O_DIRECT (Python.h, included first by cffi, defines it too) */
+#endif
 #include <stdint.h>
 #include <string.h>
 #include <cpuid.h>
 #include <immintrin.h>
 #include <openssl/evp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
 
 static const uint32_t K256[64] = {
     0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -371,4 +378,65 @@ long tl_stream_seal(const uint8_t *key, uint64_t first, const uint8_t *plain, si
 done:
     EVP_CIPHER_CTX_free(ctx);
     return written;
+}
+
+static int write_all(int fd, const uint8_t *data, size_t len) {
+    while (len) {
+        ssize_t n = write(fd, data, len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -errno;
+        }
+        data += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int fsync_path(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_CLOEXEC | O_DIRECTORY);
+    if (fd < 0) return -errno;
+    int rc = fsync(fd) ? -errno : 0;
+    close(fd);
+    return rc;
+}
+
+/* One block file as FilesystemBlockstore.put writes it, in one call without the GIL:
+ * create `tmp` (O_EXCL; O_DIRECT when `direct`), write `len` bytes, fsync it if `sync`,
+ * rename it to `final`, then fsync the directory `dir` if `sync`. A filesystem or a buffer
+ * that refuses O_DIRECT (EINVAL) gets the page cache instead. Returns 0, 1 when O_DIRECT
+ * was refused (the caller stops asking), or -errno after removing `tmp`. */
+int tl_write_block(const char *tmp, const char *final, const char *dir, const uint8_t *data, size_t len,
+                   int direct, int sync) {
+    int refused = 0, rc;
+    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
+    int fd = open(tmp, flags | (direct ? O_DIRECT : 0), 0666);
+    if (fd < 0 && direct && errno == EINVAL) {
+        refused = 1;
+        direct = 0;
+        fd = open(tmp, flags, 0666);
+    }
+    if (fd < 0)
+        return -errno;
+    rc = write_all(fd, data, len);
+    if (rc == -EINVAL && direct) { /* memory or size not aligned: through the page cache */
+        if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) < 0)
+            rc = -errno;
+        else
+            rc = write_all(fd, data, len);
+    }
+    if (rc == 0 && sync && fsync(fd))
+        rc = -errno;
+    if (rc == 0 && rename(tmp, final))
+        rc = -errno;
+    if (rc) {
+        close(fd);
+        unlink(tmp);
+        return rc;
+    }
+    if (close(fd))
+        return -errno; /* renamed already: the caller reports it; the block is whole or absent after a crash */
+    if (sync && (rc = fsync_path(dir)))
+        return rc;
+    return refused;
 }

@@ -19,6 +19,8 @@ ffibuilder.cdef(
     int tl_sha256_lanes(int n, const uint8_t *const *msgs, const size_t *lens, uint8_t *out);
     long tl_stream_seal(const uint8_t *key, uint64_t first, const uint8_t *plain, size_t len,
                         int final, uint8_t *out);
+    int tl_write_block(const char *tmp, const char *final, const char *dir, const uint8_t *data, size_t len,
+                       int direct, int sync);
     """
 )
 ffibuilder.set_source(
