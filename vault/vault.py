@@ -76,6 +76,7 @@ from vault._pipeline import (
     _plaintext_reader,
     _Prefetch,
 )
+from vault import _accel
 from vault._seal import LANES, seal_segments
 from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir
 from vault.cid import CID, RAW
@@ -223,13 +224,14 @@ class Vault:
         if get_block is None:
             get_block = _get_once_verified(self.store)
             if isinstance(self.store, FilesystemBlockstore):  # a disk: read the leaves ahead
-                get_block = prefetch = _Prefetch(get_block)
+                lanes = LANES if self.accelerate and _accel.lanes > 1 else 1  # and check them 16 at a time
+                get_block = prefetch = _Prefetch(get_block, ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
         tmp = Path(tmp_name)
         blocks: Iterator[bytes] | None = None
         try:
             with open(fd, "wb", buffering=0) as fh:
-                blocks = export(root, get_block)
+                blocks = export(root, get_block, prefetch.verify if prefetch is not None else None)
                 ciphertext = _Ciphertext(blocks)
                 stored = read_header(ciphertext)  # replaced by `header` unless None
                 nonce = ciphertext.read(NONCE_SIZE)

@@ -38,7 +38,7 @@ from vault.age._stream import (
 from vault._output import _Output
 from vault._pipeline import _InOrder, _Prefetch, _Sink
 from vault._seal import _arena, seal_segments
-from vault import blockstore
+from vault import _accel, blockstore
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
@@ -415,6 +415,59 @@ def test_prefetch_reads_the_leaves_of_a_node_ahead_and_gives_the_same_bytes(owne
     assert len(asked) == 1 + len(leaves)  # every leaf read once
 
 
+needs_lanes = pytest.mark.skipif(not _accel.sha_lanes, reason="no multi-lane SHA-256 here (vault/_accel)")
+
+
+@needs_lanes
+@pytest.mark.parametrize("lanes", [2, 4, 5, 16])
+def test_prefetch_checks_leaves_in_groups_and_vouches_only_for_what_it_returned(owner, tmp_path: Path,
+                                                                              lanes: int) -> None:
+    """13 leaves in groups of `lanes` (the last one short): each comes back intact and
+    export() need not hash it again; anything else is still hashed (cid.verify)."""
+    store, root, leaves = _dag(tmp_path, owner)
+    prefetch = _Prefetch(functools.partial(store.get, verify=False), ahead=2 * lanes, lanes=lanes)
+    hashed: list[CID] = []
+    real_verify = CID.verify
+
+    def counting(self: CID, data) -> None:
+        hashed.append(self)
+        real_verify(self, data)
+
+    try:
+        prefetch.verify(root, prefetch(root))  # the node: not checked ahead, so hashed
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(CID, "verify", counting)
+            for cid in leaves:
+                block = prefetch(cid)
+                assert block == store._path(cid).read_bytes()
+                prefetch.verify(cid, block)
+            assert hashed == []  # every leaf was checked in a group
+            copy = store._path(leaves[0]).read_bytes()
+            prefetch.verify(leaves[0], copy)  # not the object it returned (and vouched for once)
+            assert hashed == [leaves[0]]
+    finally:
+        prefetch.close()
+
+
+@needs_lanes
+def test_a_corrupt_leaf_in_a_checked_group_still_fails_the_open(owner, tmp_path: Path) -> None:
+    store, root, leaves = _dag(tmp_path, owner)
+    path = store._path(leaves[6])
+    data = bytearray(path.read_bytes())
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+    prefetch = _Prefetch(functools.partial(store.get, verify=False), ahead=8, lanes=4)
+    try:
+        with pytest.raises(BlockMismatchError):
+            list(export(root, prefetch, prefetch.verify))
+    finally:
+        prefetch.close()
+    out = tmp_path / "out"
+    with pytest.raises(BlockMismatchError):
+        Vault(store, owner, "v1").open(str(root), None, owner, out, commitment=bytes(32))
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
 def test_prefetch_drops_its_plan_when_asked_for_something_else(owner, tmp_path: Path) -> None:
     store, root, leaves = _dag(tmp_path, owner)
     prefetch = _Prefetch(functools.partial(store.get, verify=False), ahead=4)
@@ -426,10 +479,13 @@ def test_prefetch_drops_its_plan_when_asked_for_something_else(owner, tmp_path: 
         prefetch.close()
 
 
-def test_prefetch_raises_a_missing_leaf_when_it_is_asked_for(owner, tmp_path: Path) -> None:
+@pytest.mark.parametrize("lanes", [1, 4])
+def test_prefetch_raises_a_missing_leaf_when_it_is_asked_for(owner, tmp_path: Path, lanes: int) -> None:
+    if lanes > 1 and not _accel.sha_lanes:
+        pytest.skip("no multi-lane SHA-256 here (vault/_accel)")
     store, root, leaves = _dag(tmp_path, owner)
     store.delete(leaves[2])
-    prefetch = _Prefetch(store.get, ahead=4)
+    prefetch = _Prefetch(store.get, ahead=8, lanes=lanes)
     try:
         prefetch(root)
         prefetch(leaves[0])

@@ -14,27 +14,35 @@ from vault.errors import InputValidationError, IntegrityError
 from vault.unixfs._pb import T_FILE, T_RAW, TYPE_NAMES, decode_data
 
 GetBlock = Callable[[CID], bytes]
+Verify = Callable[[CID, bytes], None]
 MAX_DEPTH = 32  # Kubo's deepest realistic balanced tree is < 8 levels
 
 
-def export(root: CID, get_block: GetBlock) -> Iterator[bytes]:
+def export(root: CID, get_block: GetBlock, verify: Verify | None = None) -> Iterator[bytes]:
     """Yield the bytes of the UnixFS file `root`; raises BlockMismatchError for a block
     that does not hash to its CID, IntegrityError for an inconsistent DAG,
-    InputValidationError for something that is not a file."""
+    InputValidationError for something that is not a file. `verify(cid, block)` checks
+    each block (default: cid.verify); only for a get_block that has checked some blocks
+    itself and vouches for exactly those (vault._pipeline._Prefetch)."""
     if not isinstance(root, CID):
         raise InputValidationError(f"export needs a CID, not {type(root).__name__}")
-    return _iterate(root, get_block)
+    return _iterate(root, get_block, verify or _verify)
 
 
-def _iterate(root: CID, get_block: GetBlock) -> Iterator[bytes]:
-    yield from _walk(root, get_block, None, 0)
+def _verify(cid: CID, block: bytes) -> None:
+    cid.verify(block)
 
 
-def _walk(cid: CID, get_block: GetBlock, expected: int | None, depth: int) -> Generator[bytes, None, int]:
+def _iterate(root: CID, get_block: GetBlock, verify: Verify) -> Iterator[bytes]:
+    yield from _walk(root, get_block, verify, None, 0)
+
+
+def _walk(cid: CID, get_block: GetBlock, verify: Verify, expected: int | None,
+          depth: int) -> Generator[bytes, None, int]:
     if depth > MAX_DEPTH:
         raise IntegrityError(f"UnixFS DAG deeper than {MAX_DEPTH} levels at {cid}")
     block = get_block(cid)
-    cid.verify(block)
+    verify(cid, block)
     if cid.codec == RAW:
         if expected is not None and len(block) != expected:
             raise IntegrityError(f"raw leaf {cid} holds {len(block)} bytes, parent says {expected}")
@@ -64,5 +72,5 @@ def _walk(cid: CID, get_block: GetBlock, expected: int | None, depth: int) -> Ge
     if own:
         yield bytes(node.data)
     for link, size in zip(links, node.blocksizes):
-        yield from _walk(link.cid, get_block, size, depth + 1)
+        yield from _walk(link.cid, get_block, verify, size, depth + 1)
     return claimed
