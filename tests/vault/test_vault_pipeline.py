@@ -37,7 +37,7 @@ from vault.age._stream import (
 )
 from vault._output import _Output
 from vault._pipeline import _InOrder, _Prefetch, _Sink
-from vault._seal import _arena, seal_segments
+from vault._seal import _Arenas, _arena, seal_segments
 from vault import _accel, blockstore
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
@@ -235,6 +235,22 @@ def test_seal_buffers_are_distinct_page_aligned_and_writable() -> None:
     addresses = [ctypes.addressof(ctypes.c_char.from_buffer(buf)) for buf in bufs]
     assert all(a % mmap.PAGESIZE == 0 for a in addresses)
     assert sorted(addresses) == [addresses[0] + i * 3 * 4096 for i in range(5)]
+
+
+def test_seal_reuses_its_pools_wipes_the_plaintext_ones_and_drops_them_after_a_failure() -> None:
+    arenas = _Arenas()
+    with arenas.take(3, 4096, wipe=True) as first:
+        for buf in first:
+            buf[:] = b"p" * 4096
+    with arenas.take(3, 4096, wipe=True) as again:
+        assert [a.obj for a in again] == [b.obj for b in first]  # the same mapping, reused
+        assert all(bytes(buf) == bytes(4096) for buf in again)  # and wiped on its way back
+    with arenas.take(2, 4096) as other:  # another shape: its own buffers
+        assert other[0].obj is not first[0].obj
+    with pytest.raises(RuntimeError), arenas.take(3, 4096, wipe=True) as taken:
+        raise RuntimeError("a seal failed")
+    with arenas.take(3, 4096) as fresh:
+        assert fresh[0].obj is not taken[0].obj  # not given back after the failure
 
 
 def test_a_failing_emit_stops_the_seal_and_is_raised() -> None:
