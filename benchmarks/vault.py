@@ -9,6 +9,8 @@ Prints ONE JSON line:
   - peak RSS of seal and of open on a --rss-size-mib file (default 1 GiB), each in a fresh
     subprocess (its own VmHWM), plus the RSS of a child that only
     imports the vault (target <= 100 MiB).
+The raw disk in the same run (disk_write_s, disk_read_and_write_s: 1 MiB O_DIRECT requests)
+is reported too: it is what seal and open must wait for whatever the CPU does.
 Timing protocol: the plaintext is written, then read once more so it sits in the page
 cache for both tools; seal writes into one store for all rounds, as a node does (nothing
 is deleted until the end: see _throughput); every timed run starts after an (untimed) sync(2), so that a tool
@@ -115,25 +117,27 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
     # 257 block files would slow the next round's seal (and not age's one output file).
     store_dir = workdir / "store"
     vault = Vault(FilesystemBlockstore(store_dir, verify_writes=False), identity, accelerate=accelerate)
+    # The outputs, unlike the store, are removed after each round: keeping them made
+    # `age -e` 3-4x slower in later rounds here, its page-cache writes then taking pages
+    # the VM had handed back to the host (free page reporting), not recently freed ones.
     for n in range(repeat):
         enc, dec = workdir / "age.out", workdir / "age.plain"
-        out = workdir / "opened.bin"
+        enc_synced, out = workdir / "age.synced.out", workdir / "opened.bin"
         sealed = None
 
         def seal() -> None:
             nonlocal sealed
             sealed = vault.seal(src)
 
-        def age_e() -> None:
-            enc.unlink(missing_ok=True)
-            _run([age, "-e", "-r", str(identity.recipient), "-o", str(enc), str(src)])
+        def age_e(target: Path = enc) -> None:
+            _run([age, "-e", "-r", str(identity.recipient), "-o", str(target), str(src)])
 
         def age_e_fsync() -> None:
             # Reference with seal's durability: age -e, then fsync of its output (seal
             # returns only once every block is on disk; age -e never fsyncs). Reported
             # beside the target ratio, which stays against plain `age -e`.
-            age_e()
-            _fsync(enc)
+            age_e(enc_synced)
+            _fsync(enc_synced)
 
         steps = {
             "age_e": age_e,
@@ -153,7 +157,7 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
         profile = sealed.profile
         if out.stat().st_size != src.stat().st_size or dec.stat().st_size != src.stat().st_size:
             raise SystemExit("a decryption produced a file of the wrong size")
-        for path in (enc, dec, out):
+        for path in (enc, dec, enc_synced, out):
             path.unlink()
     shutil.rmtree(store_dir)
     src.unlink()
@@ -184,6 +188,48 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
         "seal_cpu_ratio_vs_age": round(cpu_best["age_e"] / cpu_best["seal"], 2),
         "open_cpu_ratio_vs_age": round(cpu_best["age_d"] / cpu_best["open"], 2),
     }
+
+
+def _direct_io(path: Path, size_mib: int, write: bool) -> None:
+    """Write (or read back) `size_mib` MiB at `path` in 1 MiB O_DIRECT requests, as seal
+    and open do; a write ends with an fsync."""
+    import mmap
+
+    buf = mmap.mmap(-1, MIB)  # page-aligned, as O_DIRECT wants
+    buf.write(os.urandom(MIB))
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if write else os.O_RDONLY
+    fd = os.open(path, flags | getattr(os, "O_DIRECT", 0), 0o600)
+    try:
+        for _ in range(size_mib):
+            (os.write if write else os.readv)(fd, buf if write else [buf])
+        if write:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _disk(size_mib: int, workdir: Path) -> dict:
+    """What the disk alone allows, in the same run: seal must write the ciphertext
+    (`disk_write_s`: size_mib MiB, O_DIRECT, fsync); open must read it back from the disk
+    (seal wrote it past the page cache) while writing the plaintext out
+    (`disk_read_and_write_s`: both at once, as open overlaps them). age -d does neither:
+    its input is in the page cache and its output stays there."""
+    import threading
+
+    first, second = workdir / "disk.1", workdir / "disk.2"
+    start = time.perf_counter()
+    _direct_io(first, size_mib, write=True)
+    wrote = time.perf_counter() - start
+    os.sync()
+    start = time.perf_counter()
+    reader = threading.Thread(target=_direct_io, args=(first, size_mib, False))
+    reader.start()
+    _direct_io(second, size_mib, write=True)
+    reader.join()
+    both = time.perf_counter() - start
+    first.unlink()
+    second.unlink()
+    return {"disk_write_s": round(wrote, 3), "disk_read_and_write_s": round(both, 3)}
 
 
 def _child_peak_rss_mib(args: list[str]) -> tuple[float, dict]:
@@ -262,8 +308,9 @@ def main() -> None:
         from vault import _accel
 
         result["accelerator"] = {"used": _accel.available and not args.no_accel, "built": _accel.available,
-                                 "sha256_lanes": _accel.MAX_LANES if _accel.sha_lanes else 1}
+                                 "sha256_lanes": _accel.lanes or 1}
         result |= _throughput(args.size_mib, max(1, args.repeat), workdir, accelerate=not args.no_accel)
+        result |= _disk(args.size_mib, workdir)
         result["loadavg_1m_after_throughput"] = round(os.getloadavg()[0], 2)
         result |= _memory(args.rss_size_mib, workdir)
         version = subprocess.run(["age", "--version"], capture_output=True, text=True).stdout.strip()
