@@ -55,6 +55,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import mmap
 import os
 import queue
 import secrets
@@ -252,6 +253,45 @@ def _write_direct(fd: int, data: bytes | bytearray | memoryview) -> None:
         os.lseek(fd, 0, os.SEEK_SET)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
         _write_all(fd, data)
+
+
+_READ_BUFFERS = threading.local()  # one aligned buffer per reading thread
+
+
+def _read_direct(path: Path) -> bytes:
+    """The file's bytes read with O_DIRECT through this thread's page-aligned buffer; small
+    files, and filesystems or files that refuse O_DIRECT, through the page cache."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | _O_DIRECT)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return path.read_bytes()
+    try:
+        size = os.fstat(fd).st_size
+        if size < _DIRECT_MIN:
+            return path.read_bytes()
+        need = -(-size // _ALIGN) * _ALIGN
+        buf = getattr(_READ_BUFFERS, "buf", None)
+        if buf is None or len(buf) < need:
+            buf = _READ_BUFFERS.buf = mmap.mmap(-1, need)
+        view = memoryview(buf)[:need]
+        try:
+            got = 0
+            while got < size:
+                n = os.preadv(fd, [view[got:]], got)
+                if n == 0:
+                    break
+                got += n
+            return bytes(view[:got])
+        finally:
+            view.release()
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:
+            raise
+        return path.read_bytes()
+    finally:
+        os.close(fd)
 
 
 class _Flusher:
@@ -499,11 +539,18 @@ class FilesystemBlockstore(_Pinning):
                 flags &= ~_O_DIRECT
         return os.open(tmp, flags, 0o666)
 
-    def get(self, cid: CID, *, verify: bool = True) -> bytes:
+    def get(self, cid: CID, *, verify: bool = True, direct: bool = False) -> bytes:
         """The block's bytes, checked against `cid` (BlockMismatchError) unless
-        verify=False, which is only for a caller that checks them itself."""
+        verify=False, which is only for a caller that checks them itself.
+
+        direct=True reads a large block past the page cache (O_DIRECT, into a reused
+        buffer): for a caller that streams a whole file once (open), whose blocks would
+        otherwise fill the page cache with pages nobody reads again. On these VMs growing
+        the page cache means fresh memory from the host, and open's time per 256 MiB
+        drifted from 0.30 to 0.60 s over eight opens; direct reads stayed at 0.30-0.42 s."""
+        path = self._path(cid)
         try:
-            data = self._path(cid).read_bytes()
+            data = _read_direct(path) if direct and _O_DIRECT else path.read_bytes()
         except FileNotFoundError:
             raise BlockNotFoundError(f"block {cid} is not in the store") from None
         if verify:

@@ -223,7 +223,8 @@ class Vault:
         prefetch = None
         if get_block is None:
             get_block = _get_once_verified(self.store)
-            if isinstance(self.store, FilesystemBlockstore):  # a disk: read the leaves ahead
+            if isinstance(self.store, FilesystemBlockstore):  # a disk: read the leaves ahead, past the page cache
+                get_block = functools.partial(self.store.get, verify=False, direct=True)
                 lanes = LANES if self.accelerate and _accel.lanes > 1 else 1  # and check them 16 at a time
                 get_block = prefetch = _Prefetch(get_block, ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")

@@ -9,7 +9,7 @@ import pytest
 
 from vault import blockstore
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
-from vault.cid import CID, DAG_PB
+from vault.cid import CID, DAG_PB, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, IntegrityError
 from vault.unixfs import import_bytes
 
@@ -219,3 +219,55 @@ def test_unsynced_store_never_fsyncs_blocks(tmp_path: Path, fsyncs: list[int]) -
     for cid, data in _blocks(5):
         store.put(cid, data)
     assert fsyncs == []
+
+
+# -- reads past the page cache (open's direct=True) ----------------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, (64 << 10) - 1, 64 << 10, 1 << 20, (1 << 20) + 1, 3 * 4096 + 7])
+def test_direct_get_returns_the_same_bytes(tmp_path: Path, size: int) -> None:
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    data = os.urandom(size)
+    cid = CID.from_sha256(data, RAW, 1)
+    store.put(cid, data)
+    assert store.get(cid, direct=True) == data
+    assert store.get(cid, verify=False, direct=True) == data
+
+
+def test_direct_get_uses_o_direct_for_large_blocks_and_still_verifies(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    data = os.urandom(1 << 20)
+    cid = CID.from_sha256(data, RAW, 1)
+    store.put(cid, data)
+    flags: list[int] = []
+    real_open = os.open
+    monkeypatch.setattr(os, "open", lambda path, f, *a: (flags.append(f), real_open(path, f, *a))[1])
+    assert store.get(cid, direct=True) == data
+    assert any(f & os.O_DIRECT for f in flags)
+    path = store._path(cid)
+    path.write_bytes(b"\x00" + data[1:])
+    with pytest.raises(BlockMismatchError):
+        store.get(cid, direct=True)
+    path.unlink()
+    with pytest.raises(BlockNotFoundError):
+        store.get(cid, direct=True)
+
+
+def test_direct_get_falls_back_to_the_page_cache_where_o_direct_is_refused(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    data = os.urandom(1 << 20)
+    cid = CID.from_sha256(data, RAW, 1)
+    store.put(cid, data)
+    real_open = os.open
+
+    def no_direct(path, f, *a):
+        if f & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, f, *a)
+
+    monkeypatch.setattr(os, "open", no_direct)
+    assert store.get(cid, direct=True) == data
