@@ -296,7 +296,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=4)
     parser.add_argument("--dir", type=Path, default=None, help="where to put temp files (default: system temp)")
     parser.add_argument("--no-accel", action="store_true",
-                        help="seal without vault/_accel (hashlib and cryptography only), for comparison")
+                        help="without vault/_accel (hashlib, cryptography and Python file I/O only), for comparison")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -307,8 +307,12 @@ def main() -> None:
         result = {"benchmark": "vault", "cpus": os.cpu_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
         from vault import _accel
 
+        if args.no_accel:  # the store's native put too (a module switch: the store has no option for it)
+            from vault import blockstore
+
+            blockstore._NATIVE = False
         result["accelerator"] = {"used": _accel.available and not args.no_accel, "built": _accel.available,
-                                 "sha256_lanes": _accel.lanes or 1}
+                                 "sha256_lanes": (_accel.lanes or 1) if not args.no_accel else 1}
         result |= _throughput(args.size_mib, max(1, args.repeat), workdir, accelerate=not args.no_accel)
         result |= _disk(args.size_mib, workdir)
         result["loadavg_1m_after_throughput"] = round(os.getloadavg()[0], 2)
