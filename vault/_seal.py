@@ -146,7 +146,7 @@ def seal_segments(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callabl
     or in `emit`) is raised here once every thread has stopped."""
     if segment_size <= 0 or segment_size % 4096:
         raise ValueError(f"segment size {segment_size} is not a positive multiple of 4096")
-    if workers < 1 or writers < 0 or not 1 <= lanes <= _accel.MAX_LANES:
+    if workers < 1 or writers < 1 or not 1 <= lanes <= _accel.MAX_LANES:
         raise ValueError(f"bad pipeline shape: workers={workers} writers={writers} lanes={lanes}")
     S = segment_size
     # the reader's two newest, one per queued segment, two per worker's current segment
@@ -209,14 +209,6 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
             views = [entry[2] for entry in pending]
             digests = _accel.sha256_many(views) if hash_leaves else [None] * len(views)
             for digest in digests:
-                if writers == 0:
-                    item = (*pending[0], digest)
-                    pending.pop(0)
-                    try:
-                        emit(item[0], item[2], digest)
-                    finally:
-                        give_back(item)
-                    continue
                 out.put((*pending[0], digest))
                 pending.pop(0)  # the writers own it now
 
@@ -274,7 +266,7 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
                 buffers[k].refs += 1
         return _Segment(index, lo, hi, runs, used)
 
-    out = _Sink(write, "write", give_back, depth=2 * max(1, writers), threads=max(1, writers))
+    out = _Sink(write, "write", give_back, depth=2 * writers, threads=writers)
     stage = _Sink(work, "seal", release, depth=_STAGE_DEPTH * workers, threads=workers)
     try:
         total = 0

@@ -253,6 +253,13 @@ def test_seal_reuses_its_pools_wipes_the_plaintext_ones_and_drops_them_after_a_f
         assert fresh[0].obj is not taken[0].obj  # not given back after the failure
 
 
+@pytest.mark.parametrize("shape", [dict(workers=0), dict(writers=0), dict(lanes=0), dict(lanes=17)])
+def test_seal_segments_refuses_a_pipeline_it_cannot_run(shape: dict) -> None:
+    with pytest.raises(ValueError, match="bad pipeline shape"):
+        seal_segments(io.BytesIO(b"x"), NONCE, ChunkSealer(KEY, NONCE), lambda view: None, 4096,
+                      lambda *args: None, **shape)
+
+
 def test_a_failing_emit_stops_the_seal_and_is_raised() -> None:
     def boom(index: int) -> None:
         if index == 5:
