@@ -39,7 +39,8 @@ def test_the_accelerator_is_built_and_passed_its_self_test() -> None:
     flags = _cpu_flags()
     assert _accel.sha_lanes == ("sha_ni" in flags)
     wide = {"sha_ni", "avx512f", "avx512bw"} <= flags
-    assert _accel.lanes == (16 if wide else 4 if "sha_ni" in flags else 0)
+    # with AVX-512, 16 lanes unless SHA-NI timed clearly faster at import (_wide_pays)
+    assert _accel.lanes in ((16, 4) if wide else (4,) if "sha_ni" in flags else (0,))
 
 
 # -- multi-lane SHA-256 -------------------------------------------------------------------
