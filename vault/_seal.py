@@ -17,9 +17,9 @@ side with AVX-512, 4 interleaved with the SHA extensions). It hands each leaf to
 threads, which call `emit(index, leaf, digest)` (the store's put, the DAG) and give the
 buffer back. So the cores encrypt and hash while the writers wait for the disk: with the
 accelerator, a put is one GIL-free call that blocks until the block is durable, so six
-writers keep six blocks in flight. A chunk that straddles two
-segments is encrypted by both workers, into a scratch chunk, and each copies its part (at
-most 2 chunks of 16 per MiB).
+writers keep six blocks in flight. A chunk that straddles two segments is encrypted by
+both workers, into a scratch chunk, and each copies its part (at most 2 chunks of 16 per
+MiB).
 
     H = len(header) + 16 (payload nonce),  E = 64 KiB + 16,  P = plaintext size
     chunk j's ciphertext:  [H + j*E, H + j*E + |p_j| + 16)
