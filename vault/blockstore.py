@@ -35,6 +35,14 @@ the outermost batch exits, every block put inside it (bytes and directory entry)
 durable, and a failed fsync is raised there. A shard directory is made on its first
 block, and then the blocks directory is fsynced too (inside a batch: once, at its end), so
 that the shard's entry is as durable as the block (go-ds-flatfs does the same).
+`sync_method` picks how a batch is made durable: "fsync" as above; "syncfs" writes every
+block and its directory entry without syncing them and ends the batch with one syncfs(2)
+of the store's filesystem (one device flush and the metadata written together, instead of
+two flushes and two metadata writes per block: 5-15% of a seal on these VMs); "auto"
+(default) takes syncfs when the machine has under 64 MiB waiting to be written (Dirty +
+Writeback in /proc/meminfo), else fsync. syncfs also makes whatever else is dirty on that
+filesystem durable: that is why "auto" looks first, and a store on a busy shared
+filesystem can pin "fsync". Single puts outside a batch always fsync.
 `batch(direct=True)` writes large blocks past the page cache (O_DIRECT). With the native
 accelerator (vault/_accel: tl_write_block) a put is one call that creates, writes, fsyncs,
 renames and fsyncs the shard directory without the GIL; inside `batch(background=True)`
@@ -62,13 +70,13 @@ import secrets
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from vault import _accel
 from vault._mfbase import FormatError
 from vault._mfdagpb import link_cids
 from vault.cid import CID, DAG_PB, RAW
-from vault.errors import BlockNotFoundError, IntegrityError, InvalidCIDError
+from vault.errors import BlockNotFoundError, InputValidationError, IntegrityError, InvalidCIDError
 
 __all__ = ["BlockStore", "FilesystemBlockstore", "MemoryBlockstore", "PinningBlockStore", "walk_dag"]
 
@@ -255,6 +263,55 @@ def _write_direct(fd: int, data: bytes | bytearray | memoryview) -> None:
         _write_all(fd, data)
 
 
+SYNC_METHODS = ("auto", "fsync", "syncfs")
+_SYNCFS_CHEAP = 64 << 20  # dirty + writeback bytes (whole machine) below which syncfs is cheap
+
+
+def _libc_syncfs() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):  # not Linux/glibc: per-file fsyncs only
+        return None
+
+
+_SYNCFS = _libc_syncfs()
+
+
+def _syncfs(path: Path) -> None:
+    """syncfs(2) of the filesystem holding `path`: every dirty inode, data and metadata
+    block of that filesystem written, then one cache flush of its device."""
+    import ctypes
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"syncfs: {os.strerror(err)}", str(path))
+    finally:
+        os.close(fd)
+
+
+def _unflushed_bytes() -> int | None:
+    """Dirty + Writeback from /proc/meminfo (the whole machine), or None if unknown."""
+    try:
+        with open("/proc/meminfo", "rb") as fh:
+            fields = dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
+        return sum(int(fields[k].split()[0]) * 1024 for k in (b"Dirty", b"Writeback"))
+    except (OSError, KeyError, ValueError, IndexError):
+        return None
+
+
+def _syncfs_pays(read_unflushed: Any = _unflushed_bytes) -> bool:
+    """sync_method="auto": syncfs when the machine has little else waiting to be written
+    (so syncfs costs about what our own files need), else per-file fsyncs."""
+    if _SYNCFS is None:
+        return False
+    pending = read_unflushed()
+    return pending is not None and pending < _SYNCFS_CHEAP
+
+
 _READ_BUFFERS = threading.local()  # one aligned buffer per reading thread
 
 
@@ -306,8 +363,9 @@ class _Flusher:
     _DEPTH = 64
     _THREADS = 2
 
-    def __init__(self, background: bool) -> None:
+    def __init__(self, background: bool, syncfs: Path | None = None) -> None:
         self.background = background
+        self.syncfs = syncfs  # set: the whole batch is made durable by one syncfs of it
         self._lock = threading.Lock()
         self._files: list[Path] = []
         self._dirs: set[Path] = set()
@@ -350,7 +408,9 @@ class _Flusher:
         with self._lock:  # held across queue.put, so nothing is queued after finish()
             late = self._closed  # a put racing the end of the batch: synced right here
             if not late:
-                if not self.background:
+                if self.syncfs is not None:
+                    os.close(fd)
+                elif not self.background:
                     self._files.append(path)
                     self._dirs.add(path.parent)
                     os.close(fd)
@@ -369,8 +429,9 @@ class _Flusher:
         with self._lock:
             if self._closed:
                 return False
-            self._files.append(path)
-            self._dirs.add(path.parent)
+            if self.syncfs is None:
+                self._files.append(path)
+                self._dirs.add(path.parent)
             return True
 
     def made_dir(self, parent: Path) -> bool:
@@ -393,6 +454,9 @@ class _Flusher:
                 thread.join()
         if self._error is not None:
             raise self._error
+        if self.syncfs is not None:
+            _syncfs(self.syncfs)
+            return
         _flush(self._files, self._dirs | self._parents)
 
 
@@ -417,7 +481,13 @@ class FilesystemBlockstore(_Pinning):
     the block themselves (the importer, read_car, the gateway client). Reads always verify.
     """
 
-    def __init__(self, root: Path | str, *, sync: bool = True, verify_writes: bool = True) -> None:
+    def __init__(self, root: Path | str, *, sync: bool = True, verify_writes: bool = True,
+                 sync_method: str = "auto") -> None:
+        if sync_method not in SYNC_METHODS:
+            raise InputValidationError(f"sync_method must be one of {', '.join(SYNC_METHODS)}, got {sync_method!r}")
+        if sync_method == "syncfs" and _SYNCFS is None:
+            raise InputValidationError("sync_method='syncfs' needs syncfs(2) (Linux)")
+        self.sync_method = sync_method
         self.root = Path(root)
         self._blocks = self.root / "blocks"
         self._blocks.mkdir(parents=True, exist_ok=True)
@@ -498,7 +568,7 @@ class FilesystemBlockstore(_Pinning):
         """put() in one GIL-free call (see _NATIVE), with the same durability: fsynced in
         the call unless a deferred batch takes the file (then at its end)."""
         flusher = self._flusher if self._sync else None
-        deferred = flusher is not None and not flusher.background and not flusher.closed
+        deferred = flusher is not None and (not flusher.background or flusher.syncfs is not None) and not flusher.closed
         inline = self._sync and not deferred
         direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         for attempt in range(2):
@@ -581,7 +651,9 @@ class FilesystemBlockstore(_Pinning):
     @contextlib.contextmanager
     def batch(self, *, background: bool = False, direct: bool = False) -> Iterator[None]:
         """Defer the fsyncs of the puts inside the block (nestable); every block put inside
-        it is durable once the outermost batch exits. Default: all fsyncs at the end.
+        it is durable once the outermost batch exits. Default: all fsyncs at the end. With
+        sync_method "syncfs" (or "auto" on a quiet machine) the batch ends with one syncfs
+        instead and no put inside it fsyncs.
         background=True (outermost batch only): each block file and then its shard
         directory are fsynced by background threads while the caller goes on, so the end
         only waits for the last few.
@@ -596,7 +668,8 @@ class FilesystemBlockstore(_Pinning):
             self._batch_depth += 1
             if self._batch_depth == 1:
                 if self._sync:
-                    self._flusher = _Flusher(background)
+                    whole = self.sync_method == "syncfs" or (self.sync_method == "auto" and _syncfs_pays())
+                    self._flusher = _Flusher(background, self.root if whole else None)
                 self._direct = direct and bool(_O_DIRECT)
         try:
             yield

@@ -10,7 +10,7 @@ import pytest
 from vault import blockstore
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, DAG_PB, RAW
-from vault.errors import BlockMismatchError, BlockNotFoundError, IntegrityError
+from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, IntegrityError
 from vault.unixfs import import_bytes
 
 from .blockstore_suite import TINY, TINY_PB, PinningSuite
@@ -142,6 +142,7 @@ def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Inodes passed to os.fsync, on the store's Python path (the native put makes the same
     calls from C: tests/vault/test_blockstore_native.py traces them)."""
     monkeypatch.setattr(blockstore, "_NATIVE", False)
+    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: False)  # per-file fsyncs, whatever the machine
     calls: list[int] = []
     real = os.fsync
 
@@ -271,3 +272,43 @@ def test_direct_get_falls_back_to_the_page_cache_where_o_direct_is_refused(tmp_p
 
     monkeypatch.setattr(os, "open", no_direct)
     assert store.get(cid, direct=True) == data
+
+
+# -- durability by syncfs (sync_method) ----------------------------------------------------
+
+
+def test_auto_takes_syncfs_only_when_little_else_waits_to_be_written() -> None:
+    if blockstore._SYNCFS is None:
+        pytest.skip("no syncfs(2) here")
+    assert blockstore._syncfs_pays(lambda: 10 << 20)
+    assert not blockstore._syncfs_pays(lambda: 1 << 30)  # someone else's gigabyte: per-file fsyncs
+    assert not blockstore._syncfs_pays(lambda: None)  # unknown: per-file fsyncs
+
+
+@pytest.mark.parametrize(("method", "cheap", "whole"), [("auto", True, True), ("auto", False, False),
+                                                        ("syncfs", False, True), ("fsync", True, False)])
+def test_a_batch_is_made_durable_by_one_syncfs_or_by_fsyncs(tmp_path: Path, fsyncs: list[int],
+                                                             monkeypatch: pytest.MonkeyPatch, method: str,
+                                                             cheap: bool, whole: bool) -> None:
+    if blockstore._SYNCFS is None:
+        pytest.skip("no syncfs(2) here")
+    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: cheap)
+    synced_fs: list[Path] = []
+    real = blockstore._syncfs
+    monkeypatch.setattr(blockstore, "_syncfs", lambda path: (synced_fs.append(path), real(path)))
+    store = FilesystemBlockstore(tmp_path, sync_method=method)
+    fsyncs.clear()
+    blocks = _blocks(6)
+    with store.batch(background=True):
+        for cid, data in blocks:
+            store.put(cid, data)
+    if whole:
+        assert synced_fs == [tmp_path] and fsyncs == []
+    else:
+        assert synced_fs == [] and len(fsyncs) == 2 * len(blocks)  # each file and its shard
+    assert all(store.get(cid) == data for cid, data in blocks)
+
+
+def test_sync_method_is_checked() -> None:
+    with pytest.raises(InputValidationError, match="sync_method must be one of auto, fsync, syncfs"):
+        FilesystemBlockstore("/nonexistent-never-created", sync_method="sometimes")

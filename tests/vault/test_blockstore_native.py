@@ -31,8 +31,8 @@ import json, mmap, os, sys
 sys.path.insert(0, sys.argv[1])
 from vault.blockstore import FilesystemBlockstore
 from vault.cid import CID, RAW
-root, mode, n, size = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-store = FilesystemBlockstore(root, sync=mode != "scratch", verify_writes=False)
+root, mode, n, size, method = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
+store = FilesystemBlockstore(root, sync=mode != "scratch", verify_writes=False, sync_method=method)
 print("START", flush=True)
 blocks = []
 for i in range(n):
@@ -55,15 +55,16 @@ print(json.dumps([str(store._path(cid)) for cid, _ in blocks]))
 """
 
 
-def _trace(tmp_path: Path, mode: str, n: int = 3, size: int = MIB) -> tuple[list[str], list[str]]:
+def _trace(tmp_path: Path, mode: str, n: int = 3, size: int = MIB,
+           method: str = "fsync") -> tuple[list[str], list[str]]:
     """(syscall lines after the store was opened, block file paths)."""
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed (Debian package strace; `make setup` installs it)")
     log = tmp_path / "trace.log"
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=openat,write,fsync,fdatasync,rename,renameat,renameat2,close",
+        ["strace", "-f", "-qq", "-e", "trace=openat,write,fsync,fdatasync,syncfs,rename,renameat,renameat2,close",
          "-e", "signal=none", "-o", str(log), sys.executable, "-c", CHILD, str(REPO), str(tmp_path / "store"),
-         mode, str(n), str(size)],
+         mode, str(n), str(size), method],
         capture_output=True, text=True, check=True)
     paths = json.loads(proc.stdout.strip().splitlines()[-1])
     lines = log.read_text().splitlines()
@@ -124,6 +125,19 @@ def test_a_deferred_batch_fsyncs_every_file_and_shard_at_its_end(tmp_path: Path)
         _index(lines, rf"^fsync\({fd}\)\s*= 0", end + opened)
         dir_opened, dir_fd = _fd_of(lines[end:], str(Path(final).parent))
         _index(lines, rf"^fsync\({dir_fd}\)\s*= 0", end + dir_opened)
+
+
+@pytest.mark.parametrize("mode", ["background", "deferred"])
+def test_a_syncfs_batch_writes_every_block_then_syncs_the_filesystem_once(tmp_path: Path, mode: str) -> None:
+    """sync_method="syncfs": no per-file fsync inside the batch; after the last block is
+    renamed into place, one syncfs(2) of the store's filesystem makes all of it durable."""
+    lines, paths = _trace(tmp_path, mode, n=4, method="syncfs")
+    assert not any(ln.startswith(("fsync(", "fdatasync(")) for ln in lines)
+    synced = [i for i, ln in enumerate(lines) if re.match(r"^syncfs\(\d+\)\s*= 0", ln)]
+    assert len(synced) == 1
+    for final in paths:
+        assert _index(lines, rf'^rename\("[^"]+", "{re.escape(final)}"\)\s*= 0') < synced[0]
+        assert Path(final).stat().st_size == MIB
 
 
 def test_a_scratch_store_never_fsyncs(tmp_path: Path) -> None:

@@ -681,6 +681,7 @@ def synced(monkeypatch: pytest.MonkeyPatch) -> set[int]:
     """Inodes passed to os.fsync / os.fdatasync (from any thread), on the blockstore's
     Python path (its native put is traced in tests/vault/test_blockstore_native.py)."""
     monkeypatch.setattr(blockstore, "_NATIVE", False)
+    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: False)  # per-file fsyncs, whatever the machine
     inodes: set[int] = set()
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
@@ -721,7 +722,7 @@ def test_a_failed_background_fsync_fails_the_batch(tmp_path: Path, monkeypatch: 
     def broken(fd: int) -> None:
         raise OSError(5, "Input/output error")
 
-    store = FilesystemBlockstore(tmp_path)
+    store = FilesystemBlockstore(tmp_path, sync_method="fsync")
     monkeypatch.setattr(blockstore, "_NATIVE", False)
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError, match="Input/output"), store.batch(background=True):
