@@ -40,7 +40,8 @@ block and its directory entry without syncing them and ends the batch with one s
 of the store's filesystem (one device flush and the metadata written together, instead of
 two flushes and two metadata writes per block: 5-15% of a seal on these VMs); "auto"
 (default) takes syncfs when the machine has under 64 MiB waiting to be written (Dirty +
-Writeback in /proc/meminfo), else fsync. syncfs also makes whatever else is dirty on that
+Writeback in /proc/meminfo) at the start of the batch and still at its end, else fsyncs
+the batch's own files and shards at its end. syncfs also makes whatever else is dirty on that
 filesystem durable: that is why "auto" looks first, and a store on a busy shared
 filesystem can pin "fsync". Single puts outside a batch always fsync.
 `batch(direct=True)` writes large blocks past the page cache (O_DIRECT). With the native
@@ -363,9 +364,10 @@ class _Flusher:
     _DEPTH = 64
     _THREADS = 2
 
-    def __init__(self, background: bool, syncfs: Path | None = None) -> None:
+    def __init__(self, background: bool, syncfs: Path | None = None, *, recheck: bool = False) -> None:
         self.background = background
         self.syncfs = syncfs  # set: the whole batch is made durable by one syncfs of it
+        self._recheck = recheck  # "auto": at the end, per-file fsyncs if the machine got busy
         self._lock = threading.Lock()
         self._files: list[Path] = []
         self._dirs: set[Path] = set()
@@ -408,9 +410,7 @@ class _Flusher:
         with self._lock:  # held across queue.put, so nothing is queued after finish()
             late = self._closed  # a put racing the end of the batch: synced right here
             if not late:
-                if self.syncfs is not None:
-                    os.close(fd)
-                elif not self.background:
+                if self.syncfs is not None or not self.background:
                     self._files.append(path)
                     self._dirs.add(path.parent)
                     os.close(fd)
@@ -429,9 +429,8 @@ class _Flusher:
         with self._lock:
             if self._closed:
                 return False
-            if self.syncfs is None:
-                self._files.append(path)
-                self._dirs.add(path.parent)
+            self._files.append(path)  # kept in syncfs mode too, for the end's recheck
+            self._dirs.add(path.parent)
             return True
 
     def made_dir(self, parent: Path) -> bool:
@@ -454,9 +453,11 @@ class _Flusher:
                 thread.join()
         if self._error is not None:
             raise self._error
-        if self.syncfs is not None:
+        if self.syncfs is not None and not (self._recheck and not _syncfs_pays()):
             _syncfs(self.syncfs)
             return
+        # per-file, also when "auto" chose syncfs but much else got dirty meanwhile (a long
+        # batch): then syncfs would wait for other writers' data, this only for ours
         _flush(self._files, self._dirs | self._parents)
 
 
@@ -669,7 +670,8 @@ class FilesystemBlockstore(_Pinning):
             if self._batch_depth == 1:
                 if self._sync:
                     whole = self.sync_method == "syncfs" or (self.sync_method == "auto" and _syncfs_pays())
-                    self._flusher = _Flusher(background, self.root if whole else None)
+                    self._flusher = _Flusher(background, self.root if whole else None,
+                                             recheck=self.sync_method == "auto")
                 self._direct = direct and bool(_O_DIRECT)
         try:
             yield

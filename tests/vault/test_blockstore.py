@@ -312,3 +312,23 @@ def test_a_batch_is_made_durable_by_one_syncfs_or_by_fsyncs(tmp_path: Path, fsyn
 def test_sync_method_is_checked() -> None:
     with pytest.raises(InputValidationError, match="sync_method must be one of auto, fsync, syncfs"):
         FilesystemBlockstore("/nonexistent-never-created", sync_method="sometimes")
+
+
+def test_auto_falls_back_to_fsyncs_when_the_machine_got_busy_during_the_batch(
+        tmp_path: Path, fsyncs: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """"auto" chose syncfs at the start; by the end much else is dirty, and syncfs would
+    wait for it: the batch's own files and shards are fsynced instead."""
+    if blockstore._SYNCFS is None:
+        pytest.skip("no syncfs(2) here")
+    answers = iter([True, False])  # quiet at the start, busy at the end
+    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: next(answers))
+    synced_fs: list[Path] = []
+    monkeypatch.setattr(blockstore, "_syncfs", synced_fs.append)
+    store = FilesystemBlockstore(tmp_path)
+    fsyncs.clear()
+    with store.batch(background=True):
+        for cid, data in _blocks(6):
+            store.put(cid, data)
+    paths = list((tmp_path / "blocks").rglob("*.data"))
+    assert synced_fs == []
+    assert sorted(fsyncs) == sorted([p.stat().st_ino for p in paths] + list({p.parent.stat().st_ino for p in paths}))
