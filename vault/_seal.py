@@ -203,7 +203,7 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
 
     def work(segments: Iterator[_Segment]) -> None:
         scratch = memoryview(bytearray(ENC_CHUNK_SIZE))
-        pending: list[tuple[int, mmap.mmap, memoryview]] = []  # sealed, not yet hashed
+        pending: list[tuple[int, memoryview, memoryview]] = []  # (index, pool buffer, leaf view): sealed, not hashed
 
         def flush() -> None:
             views = [entry[2] for entry in pending]
@@ -227,11 +227,11 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
                 view.release()
                 leaves.put(buf)
 
-    def write(items: Iterator[tuple[int, mmap.mmap, memoryview, bytes | None]]) -> None:
+    def write(items: Iterator[tuple[int, memoryview, memoryview, bytes | None]]) -> None:
         for index, _buf, view, digest in items:
             emit(index, view, digest)
 
-    def give_back(item: tuple[int, mmap.mmap, memoryview, bytes | None]) -> None:
+    def give_back(item: tuple[int, memoryview, memoryview, bytes | None]) -> None:
         item[2].release()
         leaves.put(item[1])
 

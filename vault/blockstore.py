@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import errno
 import fcntl
 import json
@@ -69,7 +70,7 @@ import os
 import queue
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -270,8 +271,6 @@ _SYNCFS_CHEAP = 64 << 20  # dirty + writeback bytes (whole machine) below which 
 
 def _libc_syncfs() -> Any:
     try:
-        import ctypes
-
         return ctypes.CDLL(None, use_errno=True).syncfs
     except (OSError, AttributeError):  # not Linux/glibc: per-file fsyncs only
         return None
@@ -283,8 +282,6 @@ _SYNCFS = _libc_syncfs()
 def _syncfs(path: Path) -> None:
     """syncfs(2) of the filesystem holding `path`: every dirty inode, data and metadata
     block of that filesystem written, then one cache flush of its device."""
-    import ctypes
-
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         if _SYNCFS(fd) != 0:
@@ -304,7 +301,7 @@ def _unflushed_bytes() -> int | None:
         return None
 
 
-def _syncfs_pays(read_unflushed: Any = _unflushed_bytes) -> bool:
+def _syncfs_pays(read_unflushed: Callable[[], int | None] = _unflushed_bytes) -> bool:
     """sync_method="auto": syncfs when the machine has little else waiting to be written
     (so syncfs costs about what our own files need), else per-file fsyncs."""
     if _SYNCFS is None:
@@ -538,11 +535,11 @@ class FilesystemBlockstore(_Pinning):
                 return  # content-addressed: already there (a torn copy would differ in size)
         shard = path.parent
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
+        direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         if _NATIVE:
-            self._put_native(tmp, path, data)
+            self._put_native(tmp, path, data, direct)
             return
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         fd = self._create(tmp, flags | _O_DIRECT if direct else flags)
         flusher = self._flusher if self._sync else None
         try:
@@ -565,13 +562,12 @@ class FilesystemBlockstore(_Pinning):
         if self._sync:
             _fsync_dir(shard)
 
-    def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview) -> None:
+    def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview, direct: bool) -> None:
         """put() in one GIL-free call (see _NATIVE), with the same durability: fsynced in
         the call unless a deferred batch takes the file (then at its end)."""
         flusher = self._flusher if self._sync else None
         deferred = flusher is not None and (not flusher.background or flusher.syncfs is not None) and not flusher.closed
         inline = self._sync and not deferred
-        direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         for attempt in range(2):
             try:
                 refused = _accel.write_block(str(tmp), str(path), str(path.parent), data, direct=direct, sync=inline)

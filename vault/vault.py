@@ -17,8 +17,8 @@ worker threads each take whole UnixFS leaves of the age file (header, nonce, STR
 chunks), encrypt their chunks straight into page-aligned leaf buffers (ChunkSealer.seal_run,
 natively a run of chunks per call) and hash 16 leaves at once (AVX-512; 4 with SHA-NI);
 writer threads store them and the DAG takes the leaves in order. The blocks go past the
-page cache (O_DIRECT: they must be on disk before seal returns anyway), each writer's put
-fsyncs its block (natively: one GIL-free call; else blockstore threads fsync them).
+page cache (O_DIRECT: they must be on disk before seal returns anyway), and the store's
+batch makes them durable (one syncfs, or per-file fsyncs: see vault/blockstore.py).
 open: the caller's thread fetches each block (the leaves of a node are read ahead on two
 threads) and has export() check it against its CID (the only hash of
 it: our own stores are asked for `get(verify=False)`); a worker decrypts the verified
@@ -76,7 +76,6 @@ from vault._pipeline import (
     _plaintext_reader,
     _Prefetch,
 )
-from vault import _accel
 from vault._seal import LANES, seal_segments
 from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir
 from vault.cid import CID, RAW
@@ -221,12 +220,13 @@ class Vault:
             raise InputValidationError(f"output path {out} is a directory")
 
         prefetch = None
-        if get_block is None:
+        if get_block is None and isinstance(self.store, FilesystemBlockstore):
+            # a disk: read the leaves ahead, past the page cache, and check them 16 at a time
+            lanes = LANES if self.accelerate else 1
+            get_block = prefetch = _Prefetch(functools.partial(self.store.get, verify=False, direct=True),
+                                             ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
+        elif get_block is None:
             get_block = _get_once_verified(self.store)
-            if isinstance(self.store, FilesystemBlockstore):  # a disk: read the leaves ahead, past the page cache
-                get_block = functools.partial(self.store.get, verify=False, direct=True)
-                lanes = LANES if self.accelerate and _accel.lanes > 1 else 1  # and check them 16 at a time
-                get_block = prefetch = _Prefetch(get_block, ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
         tmp = Path(tmp_name)
         blocks: Iterator[bytes] | None = None

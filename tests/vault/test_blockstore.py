@@ -225,22 +225,24 @@ def test_unsynced_store_never_fsyncs_blocks(tmp_path: Path, fsyncs: list[int]) -
 # -- reads past the page cache (open's direct=True) ----------------------------------------
 
 
-@pytest.mark.parametrize("size", [0, 1, 4095, (64 << 10) - 1, 64 << 10, 1 << 20, (1 << 20) + 1, 3 * 4096 + 7])
-def test_direct_get_returns_the_same_bytes(tmp_path: Path, size: int) -> None:
+def _stored_block(tmp_path: Path, size: int) -> tuple[FilesystemBlockstore, CID, bytes]:
     store = FilesystemBlockstore(tmp_path, sync=False)
     data = os.urandom(size)
     cid = CID.from_sha256(data, RAW, 1)
     store.put(cid, data)
+    return store, cid, data
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, (64 << 10) - 1, 64 << 10, 1 << 20, (1 << 20) + 1, 3 * 4096 + 7])
+def test_direct_get_returns_the_same_bytes(tmp_path: Path, size: int) -> None:
+    store, cid, data = _stored_block(tmp_path, size)
     assert store.get(cid, direct=True) == data
     assert store.get(cid, verify=False, direct=True) == data
 
 
 def test_direct_get_uses_o_direct_for_large_blocks_and_still_verifies(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    store = FilesystemBlockstore(tmp_path, sync=False)
-    data = os.urandom(1 << 20)
-    cid = CID.from_sha256(data, RAW, 1)
-    store.put(cid, data)
+    store, cid, data = _stored_block(tmp_path, 1 << 20)
     flags: list[int] = []
     real_open = os.open
     monkeypatch.setattr(os, "open", lambda path, f, *a: (flags.append(f), real_open(path, f, *a))[1])
@@ -259,10 +261,7 @@ def test_direct_get_falls_back_to_the_page_cache_where_o_direct_is_refused(tmp_p
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    store = FilesystemBlockstore(tmp_path, sync=False)
-    data = os.urandom(1 << 20)
-    cid = CID.from_sha256(data, RAW, 1)
-    store.put(cid, data)
+    store, cid, data = _stored_block(tmp_path, 1 << 20)
     real_open = os.open
 
     def no_direct(path, f, *a):

@@ -438,6 +438,13 @@ def test_prefetch_reads_the_leaves_of_a_node_ahead_and_gives_the_same_bytes(owne
     assert len(asked) == 1 + len(leaves)  # every leaf read once
 
 
+def _open_fails_leaving_nothing(store, owner, root: CID, tmp_path: Path, error: type[Exception]) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(error):
+        Vault(store, owner, "v1").open(str(root), None, owner, out, commitment=bytes(32))
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+
+
 needs_lanes = pytest.mark.skipif(not _accel.sha_lanes, reason="no multi-lane SHA-256 here (vault/_accel)")
 
 
@@ -485,10 +492,7 @@ def test_a_corrupt_leaf_in_a_checked_group_still_fails_the_open(owner, tmp_path:
             list(export(root, prefetch, prefetch.verify))
     finally:
         prefetch.close()
-    out = tmp_path / "out"
-    with pytest.raises(BlockMismatchError):
-        Vault(store, owner, "v1").open(str(root), None, owner, out, commitment=bytes(32))
-    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    _open_fails_leaving_nothing(store, owner, root, tmp_path, BlockMismatchError)
 
 
 def test_prefetch_drops_its_plan_when_asked_for_something_else(owner, tmp_path: Path) -> None:
@@ -517,10 +521,7 @@ def test_prefetch_raises_a_missing_leaf_when_it_is_asked_for(owner, tmp_path: Pa
             prefetch(leaves[2])
     finally:
         prefetch.close()
-    out = tmp_path / "out"
-    with pytest.raises(BlockNotFoundError):
-        Vault(store, owner, "v1").open(str(root), None, owner, out, commitment=bytes(32))
-    assert not out.exists() and not list(tmp_path.glob(".out.*"))
+    _open_fails_leaving_nothing(store, owner, root, tmp_path, BlockNotFoundError)
 
 
 def test_seal_at_checks_what_seal_into_checks() -> None:

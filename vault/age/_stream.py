@@ -41,8 +41,12 @@ _BATCH = 16  # chunks read per syscall when decrypting (~1 MiB)
 _MAX_COUNTER = 1 << 88
 
 
+def payload_key(file_key: bytes, nonce: bytes) -> bytes:
+    return hkdf_sha256(file_key, nonce, b"payload")
+
+
 def payload_aead(file_key: bytes, nonce: bytes) -> ChaCha20Poly1305:
-    return ChaCha20Poly1305(hkdf_sha256(file_key, nonce, b"payload"))
+    return ChaCha20Poly1305(payload_key(file_key, nonce))
 
 
 def _chunk_nonce(counter: int, last: bool) -> bytes:
@@ -95,7 +99,7 @@ class ChunkSealer:
 
     def __init__(self, file_key: bytes, nonce: bytes | None = None, *, native: bool = True) -> None:
         self.nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
-        self._key = hkdf_sha256(file_key, self.nonce, b"payload")
+        self._key = payload_key(file_key, self.nonce)
         self._into = ChaCha20Poly1305(self._key).encrypt_into
         self._native = native and _accel.available
         self._counter = 0
