@@ -20,7 +20,9 @@ On-disk layout of FilesystemBlockstore (compatible in spirit with go-ds-flatfs
     <root>/blocks/<SS>/<KEY>.data     KEY = base32 upper-case, unpadded, of the multihash
                                       ("CIQ…"); SS = KEY[-3:-1]
     <root>/blocks/SHARDING            "/repo/flatfs/shard/v1/next-to-last/2" (as flatfs)
-    <root>/pins.json                  {"version": 1, "pins": ["<cid>", …]} (sorted)
+    <root>/pins/<KEY>.pin             one file per pin, KEY = base32 upper-case, unpadded,
+                                      of the CID's binary form; it holds the CID string
+                                      (a pins.json of earlier versions is moved into pins/)
 
 A durable store (sync=True) makes all 1024 shard directories when it is first opened.
 
@@ -52,7 +54,7 @@ instead of handing the file to the fsync threads. The files, their order of oper
 and the guarantees are the same; tests/vault/test_blockstore_native.py traces them. A crash inside an
 unfinished batch can leave torn blocks, which are detected on read (hash check) and
 replaced by the next put of the same block (size check). With `sync=False` nothing is fsynced (tests, scratch
-stores). pins.json is always written with temp + fsync + rename + directory fsync.
+stores). A pin file is always written with temp + fsync + rename + directory fsync.
 
 `get(cid, verify=False)` skips the hash check for a caller that verifies the block itself
 (unixfs.export does); every other read is verified here.
@@ -131,35 +133,33 @@ def walk_dag(store: BlockStore, root: CID, *, strict: bool = True) -> Iterator[C
 
 
 class _Pinning:
-    """Recursive pins and gc on top of put/get/has/delete/iter_cids."""
+    """Recursive pins and gc on top of put/get/has/delete/iter_cids. A store keeps its pins
+    with _add_pin / _remove_pin / _load_pins, each pin on its own (no read-modify-write of
+    a shared list, so two writers cannot lose each other's pin)."""
 
     _lock: threading.RLock
 
     def _load_pins(self) -> set[CID]:
         raise NotImplementedError
 
-    def _save_pins(self, pins: set[CID]) -> None:
+    def _add_pin(self, root: CID) -> None:
+        raise NotImplementedError
+
+    def _remove_pin(self, root: CID) -> bool:
         raise NotImplementedError
 
     def pin(self, root: CID) -> None:
-        """Pin `root` recursively; BlockNotFoundError if any block of its DAG is missing."""
+        """Pin `root` recursively; BlockNotFoundError if any block of its DAG is missing.
+        Pinning a root that is already pinned changes nothing."""
         for _ in walk_dag(self, root, strict=True):  # type: ignore[arg-type]
             pass
         with self._lock:
-            pins = self._load_pins()
-            if root not in pins:
-                pins.add(root)
-                self._save_pins(pins)
+            self._add_pin(root)
 
     def unpin(self, root: CID) -> bool:
         """Remove a pin; returns whether it existed."""
         with self._lock:
-            pins = self._load_pins()
-            if root not in pins:
-                return False
-            pins.discard(root)
-            self._save_pins(pins)
-            return True
+            return self._remove_pin(root)
 
     def pins(self) -> frozenset[CID]:
         with self._lock:
@@ -214,8 +214,14 @@ class MemoryBlockstore(_Pinning):
     def _load_pins(self) -> set[CID]:
         return set(self._pins)
 
-    def _save_pins(self, pins: set[CID]) -> None:
-        self._pins = set(pins)
+    def _add_pin(self, root: CID) -> None:
+        self._pins.add(root)
+
+    def _remove_pin(self, root: CID) -> bool:
+        if root not in self._pins:
+            return False
+        self._pins.discard(root)
+        return True
 
 
 _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -232,6 +238,23 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _write_text_durably(path: Path, text: str) -> None:
+    """Write a small ASCII file whole or not at all: a temp file beside it, fsync, rename
+    over `path`, fsync of the directory. A failure removes the temp file."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    try:
+        with open(tmp, "w", encoding="ascii") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
 
 
 def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -489,7 +512,8 @@ class FilesystemBlockstore(_Pinning):
         self.root = Path(root)
         self._blocks = self.root / "blocks"
         self._blocks.mkdir(parents=True, exist_ok=True)
-        self._pins_path = self.root / "pins.json"
+        self._pins_dir = self.root / "pins"
+        self._legacy_pins_path = self.root / "pins.json"  # before pins/ (see _migrate_pins)
         self._sync = sync
         self._verify_writes = verify_writes
         self._lock = threading.RLock()
@@ -498,6 +522,10 @@ class FilesystemBlockstore(_Pinning):
         self._direct = False  # inside batch(direct=True), on a filesystem that allows it
         if sync:
             self._make_shards()
+        try:
+            self._migrate_pins()
+        except (OSError, IntegrityError):
+            pass  # read-only, or a damaged pins.json: it is read (and reported) where pins are used
 
     def _make_shards(self) -> None:
         """A durable store makes all 1024 shard directories once, when it is first opened,
@@ -511,15 +539,9 @@ class FilesystemBlockstore(_Pinning):
             for a in _B32:
                 for b in _B32:
                     (self._blocks / (a + b)).mkdir(exist_ok=True)
-            tmp = self._blocks / f".SHARDING.{secrets.token_hex(6)}.tmp"
-            with open(tmp, "w", encoding="ascii") as fh:
-                fh.write(_SHARDING + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, marker)
+            _write_text_durably(marker, _SHARDING + "\n")
         except OSError:
             return
-        _fsync_dir(self._blocks)
 
     def _path(self, cid: CID) -> Path:
         key = _key(cid.multihash)
@@ -683,23 +705,79 @@ class FilesystemBlockstore(_Pinning):
                 flusher.finish()
 
     # -- pins -----------------------------------------------------------------------------
+    # One file per pin in <root>/pins/, named by the base32 of the CID's binary form (a
+    # CIDv0 and a CIDv1 of the same DAG are two pins, as in Kubo; the names are safe on
+    # case-insensitive filesystems) and holding the CID string for whoever lists the
+    # folder. A pin is written temp + fsync + rename + directory fsync: adding one costs the
+    # same however many there are, and two processes that pin at once both keep theirs.
+    # Stores written before kept every pin in pins.json, rewritten whole for each pin (a
+    # lost update when two processes pinned at once): it is still read, and moved into
+    # pins/ when the store is opened, or before an unpin.
+
+    def _pin_path(self, root: CID) -> Path:
+        return self._pins_dir / f"{_key(root.to_bytes())}.pin"
+
     def _load_pins(self) -> set[CID]:
+        pins = self._legacy_pins()
         try:
-            doc = json.loads(self._pins_path.read_text("utf-8"))
+            names = os.listdir(self._pins_dir)
+        except FileNotFoundError:
+            return pins
+        for name in names:
+            if name.startswith(".") or not name.endswith(".pin"):
+                continue  # a temp file of a pin being written, or not ours
+            key = name[: -len(".pin")]
+            try:
+                pins.add(CID.decode(base64.b32decode(key + "=" * (-len(key) % 8))))
+            except (ValueError, InvalidCIDError):
+                # Not a CID: what it pinned is unknown, so gc must not guess.
+                raise IntegrityError(f"pin file {self._pins_dir / name} is corrupt: its name is not a CID") from None
+        return pins
+
+    def _add_pin(self, root: CID) -> None:
+        path = self._pin_path(root)
+        if path.exists():
+            return
+        self._make_pins_dir()
+        _write_text_durably(path, f"{root}\n")
+
+    def _remove_pin(self, root: CID) -> bool:
+        self._migrate_pins()  # a pin still in pins.json would survive its unpin
+        try:
+            self._pin_path(root).unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(self._pins_dir)
+        return True
+
+    def _make_pins_dir(self) -> None:
+        if not self._pins_dir.is_dir():
+            self._pins_dir.mkdir(exist_ok=True)
+            _fsync_dir(self.root)
+
+    def _legacy_pins(self) -> set[CID]:
+        """The pins in a pins.json left by an earlier version (none if there is none)."""
+        try:
+            doc = json.loads(self._legacy_pins_path.read_text("utf-8"))
         except FileNotFoundError:
             return set()
         except ValueError as exc:
-            raise IntegrityError(f"pin file {self._pins_path} is corrupt: {exc}") from None
+            raise IntegrityError(f"pin file {self._legacy_pins_path} is corrupt: {exc}") from None
         if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("pins"), list):
-            raise IntegrityError(f"pin file {self._pins_path} has an unknown format")
-        return {CID.decode(s) for s in doc["pins"]}
+            raise IntegrityError(f"pin file {self._legacy_pins_path} has an unknown format")
+        try:
+            return {CID.decode(s) for s in doc["pins"]}
+        except InvalidCIDError as exc:
+            raise IntegrityError(f"pin file {self._legacy_pins_path} is corrupt: {exc}") from None
 
-    def _save_pins(self, pins: set[CID]) -> None:
-        body = json.dumps({"version": 1, "pins": sorted(str(c) for c in pins)}, indent=1)
-        tmp = self.root / f".pins.{secrets.token_hex(6)}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(body + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self._pins_path)
+    def _migrate_pins(self) -> None:
+        """Move the pins of a legacy pins.json into pins/: each pin file is durable before
+        pins.json is removed, so a crash part-way loses nothing (both are read, and the
+        next migration finishes the job)."""
+        if not self._legacy_pins_path.exists():
+            return
+        for root in self._legacy_pins():
+            self._add_pin(root)
+        with contextlib.suppress(FileNotFoundError):  # another process migrated it meanwhile
+            self._legacy_pins_path.unlink()
         _fsync_dir(self.root)

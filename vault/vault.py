@@ -32,7 +32,7 @@ stays flat whatever the file size.
 
 Durability. seal stores the blocks inside the store's `batch()` (FilesystemBlockstore:
 `batch(background=True, direct=True)`), which returns only once every block file and every shard
-directory that received one is fsynced; it then pins the root (pins.json: temp file,
+directory that received one is fsynced; it then pins the root (one pin file: temp file,
 fsync, rename, directory fsync) and only then returns. open writes a temp file next to
 `out`, checks the commitment, fsyncs the temp file, renames it into place and fsyncs the
 directory; on any failure the temp file is removed and `out` is untouched.

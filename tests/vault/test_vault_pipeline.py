@@ -705,7 +705,8 @@ def test_seal_returns_only_when_every_block_shard_and_pin_is_durable(owner, tmp_
     blocks = list((tmp_path / "store" / "blocks").rglob("*.data"))
     assert len(blocks) == 14  # 13 leaves of 256 KiB + the root
     needed = {p.stat().st_ino for p in blocks} | {p.parent.stat().st_ino for p in blocks}
-    needed |= {(tmp_path / "store" / "pins.json").stat().st_ino, (tmp_path / "store").stat().st_ino}
+    (pin,) = (tmp_path / "store" / "pins").iterdir()
+    needed |= {pin.stat().st_ino, pin.parent.stat().st_ino, (tmp_path / "store").stat().st_ino}
     assert needed <= synced
 
 
