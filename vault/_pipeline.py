@@ -10,7 +10,10 @@ kernel time).
 
   open  caller:   fetch each block and verify it against its CID (export()); two
                   _Prefetch threads read the leaves ahead;
-        worker:   decrypt into plaintext buffers, commitment;
+        worker:   decrypt into plaintext buffers (iter_runs + ChunkOpener.open_run: the
+                  whole chunks of a block in one GIL-free call, so a busy Python thread
+                  elsewhere in the process costs a switch interval per call, not per
+                  64 KiB chunk), commitment;
         writer:   writes the buffers past the page cache (vault/_output.py).
 
 Memory is bounded by the pools (_POOL plaintext buffers), the read-ahead and the queue
@@ -31,7 +34,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vault import _accel
-from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, ChunkOpener, iter_chunks
+from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, ChunkOpener, iter_runs
 from vault._output import _Output
 from vault._mfbase import FormatError
 from vault._mfdagpb import link_cids
@@ -193,14 +196,22 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
     def decrypt(pieces: Iterator[bytes | memoryview]) -> None:
         nonlocal written
         plain, fill = pool.take(), 0
-        for chunk, at_end in iter_chunks(pieces):
-            fill += opener.open_into(chunk, plain[fill:], at_end)
-            if at_end or fill + CHUNK_SIZE > len(plain):
-                view = plain[:fill]
-                committer.update(view)  # while it is in this core's cache
-                writer.put(view)
-                written += fill
-                plain, fill = pool.take(), 0
+        for run, at_end in iter_runs(pieces):  # whole chunks inside a block come as one run
+            while True:
+                if at_end:
+                    fill += opener.open_into(run, plain[fill:], True)
+                else:  # as many chunks as the buffer holds, in one call (ChunkOpener.open_run)
+                    count = min(len(run) // ENC_CHUNK_SIZE, (len(plain) - fill) // CHUNK_SIZE)
+                    fill += opener.open_run(run[: count * ENC_CHUNK_SIZE], plain[fill:])
+                    run = run[count * ENC_CHUNK_SIZE :]
+                if at_end or fill + CHUNK_SIZE > len(plain):
+                    view = plain[:fill]
+                    committer.update(view)  # while it is in this core's cache
+                    writer.put(view)
+                    written += fill
+                    plain, fill = pool.take(), 0
+                if at_end or not run:
+                    break
         pool.release(plain)
         if not opener.finished:
             raise PayloadError("payload truncated: no final chunk")

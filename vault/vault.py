@@ -22,7 +22,8 @@ batch makes them durable (one syncfs, or per-file fsyncs: see vault/blockstore.p
 open: the caller's thread fetches each block (the leaves of a node are read ahead on two
 threads) and has export() check it against its CID (the only hash of
 it: our own stores are asked for `get(verify=False)`); a worker decrypts the verified
-blocks with decrypt_into into 1 MiB plaintext buffers and feeds the commitment, and a
+blocks into 1 MiB plaintext buffers (the whole chunks inside a block in one native call
+where vault/_accel is built, else decrypt_into per chunk) and feeds the commitment, and a
 writer thread writes them out with O_DIRECT where the filesystem allows it (see
 vault/_output.py), else through the page cache with fdatasyncs behind it. hashlib, blake3,
 the AEAD and file I/O release the GIL, so the threads overlap. Buffers come from fixed
@@ -37,7 +38,7 @@ fsync, rename, directory fsync) and only then returns. open writes a temp file n
 `out`, checks the commitment, fsyncs the temp file, renames it into place and fsyncs the
 directory; on any failure the temp file is removed and `out` is untouched.
 
-The STREAM chunk helpers (ChunkSealer, ChunkOpener, iter_chunks) and header_for come
+The STREAM chunk helpers (ChunkSealer, ChunkOpener, iter_runs) and header_for come
 from the private modules of vault.age: they are the same format code the public
 encrypt()/decrypt() use, one chunk at a time into caller-owned buffers.
 """
@@ -53,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
 from vault.age import (
     HybridIdentity,
     HybridRecipient,
@@ -67,7 +70,7 @@ from vault.age._stream import (
     NONCE_SIZE,
     ChunkOpener,
     ChunkSealer,
-    payload_aead,
+    payload_key,
 )
 from vault._pipeline import (
     _Ciphertext,
@@ -240,7 +243,8 @@ class Vault:
                     raise HeaderError("file ends before the payload nonce")
                 file_key = unwrap_file_key(stored if header is None else bytes(header), [identity])
                 committer = Committer(file_key)
-                opener = ChunkOpener(payload_aead(file_key, nonce))
+                key = payload_key(file_key, nonce)
+                opener = ChunkOpener(ChaCha20Poly1305(key), key if self.accelerate else None)
                 written = _open_payload(ciphertext, opener, committer, fh.fileno(), progress)
                 committer.verify(commitment)  # CommitmentMismatchError
                 os.fsync(fh.fileno())

@@ -1,6 +1,6 @@
 """vault/_accel, the native accelerator: multi-lane SHA-256 equals hashlib for any lengths,
 a native STREAM run equals cryptography's chunk-by-chunk encryption for any index, size and
-final flag, the C code is never handed an output it could overrun, and ChunkSealer's run
+final flag (and is opened back, stopping at the first chunk that does not authenticate), the C code is never handed an output it could overrun, and ChunkSealer's run
 rules hold with and without it. The compiled module must be there: `make setup` builds it,
 so a missing build step fails here rather than silently sealing at half speed."""
 from __future__ import annotations
@@ -183,3 +183,50 @@ def test_seal_run_past_64_bit_indexes_falls_back_to_cryptography() -> None:
     got = bytearray(len(plain) + 2 * TAG_SIZE)
     ChunkSealer(KEY, NONCE).seal_run(first, plain, got, True)
     assert bytes(got) == _reference_run(hkdf_sha256(KEY, NONCE, b"payload"), first, plain, True)
+
+
+# -- native STREAM open runs ------------------------------------------------------------------
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(first=st.sampled_from([0, 1, 255, 256, (1 << 64) - 6]) | st.integers(0, 1 << 40),
+       chunks=st.integers(1, 5), damage=st.none() | st.integers(0))
+def test_stream_open_is_chunk_by_chunk_chacha20_poly1305(first: int, chunks: int, damage: int | None) -> None:
+    """It opens what cryptography sealed as non-final chunks, and stops at the first chunk
+    that does not authenticate: the count it returns is that chunk's index."""
+    key = os.urandom(32)
+    plain = os.urandom(chunks * CHUNK_SIZE)
+    run = bytearray(_reference_run(key, first, plain, False))
+    bad = None
+    if damage is not None:
+        run[damage % len(run)] ^= 0x01
+        bad = damage % len(run) // ENC_CHUNK_SIZE
+    out = bytearray(len(plain))
+    done = _accel.stream_open(key, first, run, out)
+    assert done == (chunks if bad is None else bad)
+    assert out[: done * CHUNK_SIZE] == plain[: done * CHUNK_SIZE]
+
+
+@needs_native
+def test_stream_open_refuses_a_final_chunk() -> None:
+    """A final chunk (last flag 1) does not authenticate as a non-final one."""
+    key = os.urandom(32)
+    run = _reference_run(key, 0, os.urandom(2 * CHUNK_SIZE), True)  # chunk 1 is final
+    assert _accel.stream_open(key, 0, run, bytearray(2 * CHUNK_SIZE)) == 1
+
+
+@needs_native
+@pytest.mark.parametrize(("key", "first", "size", "out_size"), [
+    (bytes(32), 0, 2 * ENC_CHUNK_SIZE, 2 * CHUNK_SIZE - 1),  # one byte short: would overrun
+    (bytes(32), 0, 2 * ENC_CHUNK_SIZE - 1, 2 * CHUNK_SIZE),  # not whole chunks
+    (bytes(31), 0, ENC_CHUNK_SIZE, CHUNK_SIZE),
+    (bytes(32), -1, ENC_CHUNK_SIZE, CHUNK_SIZE),
+    (bytes(32), (1 << 64) - 1, 2 * ENC_CHUNK_SIZE, 2 * CHUNK_SIZE),  # index past 64 bits
+])
+def test_stream_open_refuses_what_the_c_code_would_overrun(key: bytes, first: int, size: int, out_size: int) -> None:
+    out = bytearray(out_size + 8)
+    guard = bytes(out)
+    with pytest.raises(ValueError, match="stream_open"):
+        _accel.stream_open(key, first, bytes(size), memoryview(out)[:out_size])
+    assert bytes(out) == guard  # nothing written

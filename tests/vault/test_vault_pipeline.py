@@ -29,10 +29,11 @@ from vault.age._stream import (
     TAG_SIZE,
     ChunkOpener,
     _chunk_nonce,
-    iter_chunks,
+    iter_runs,
     ChunkSealer,
     open_,
     payload_aead,
+    payload_key,
     seal,
 )
 from vault._output import _Output
@@ -125,16 +126,83 @@ def test_chunk_opener_refuses_truncation_trailing_data_and_empty_final_chunks() 
         opener.open_into(empty_final, bytearray(CHUNK_SIZE), True)
 
 
-@settings(max_examples=50, deadline=None)
-@given(size=st.integers(min_value=0, max_value=3 * ENC_CHUNK_SIZE + 5), cuts=st.lists(st.integers(min_value=0)))
-def test_iter_chunks_splits_any_piece_layout_into_stream_chunks(size: int, cuts: list[int]) -> None:
+def _pieces(body: bytes, cuts: list[int]) -> list[bytes]:
+    bounds = sorted({0, len(body), *(c % (len(body) + 1) for c in cuts)})
+    return [body[a:b] for a, b in zip(bounds, bounds[1:])] + [b""]
+
+
+@settings(max_examples=60, deadline=None)
+@given(size=st.integers(min_value=0, max_value=4 * ENC_CHUNK_SIZE + 5) | st.sampled_from(
+           [k * ENC_CHUNK_SIZE for k in range(1, 5)]), cuts=st.lists(st.integers(min_value=0), max_size=6))
+def test_iter_runs_splits_any_piece_layout_into_stream_chunks_whole_ones_together(size: int, cuts: list[int]) -> None:
     body = os.urandom(size)
-    bounds = sorted({0, size, *(c % (size + 1) for c in cuts)})
-    pieces = [body[a:b] for a, b in zip(bounds, bounds[1:])] + [b""]
-    got = [(bytes(chunk), at_end) for chunk, at_end in iter_chunks(pieces)]
-    expected = [body[i : i + ENC_CHUNK_SIZE] for i in range(0, size, ENC_CHUNK_SIZE)]
-    assert [c for c, _ in got] == expected
-    assert [e for _, e in got] == [False] * (len(expected) - 1) + [True] * bool(expected)
+    pieces = _pieces(body, cuts)
+    runs = [(bytes(run), at_end) for run, at_end in iter_runs(pieces)]
+    flat = [run[i : i + ENC_CHUNK_SIZE] for run, _ in runs for i in range(0, len(run), ENC_CHUNK_SIZE)]
+    assert flat == [body[i : i + ENC_CHUNK_SIZE] for i in range(0, size, ENC_CHUNK_SIZE)]
+    assert [at_end for _, at_end in runs] == [False] * (len(runs) - 1) + [True] * bool(runs)
+    assert all(at_end or len(run) % ENC_CHUNK_SIZE == 0 for run, at_end in runs)  # whole chunks unless last
+    assert all(len(run) <= ENC_CHUNK_SIZE for run, at_end in runs if at_end)  # the last chunk comes alone
+    if len(pieces) == 2 and size >= 3 * ENC_CHUNK_SIZE:  # one piece: all but the last chunk in one run
+        assert len(runs[0][0]) == (size - 1) // ENC_CHUNK_SIZE * ENC_CHUNK_SIZE
+
+
+def open_runs(payload: bytes, cuts: list[int], native: bool) -> bytes:
+    """The payload opened as open's worker does: runs into 1 MiB-like buffers (4 chunks here)."""
+    key = payload_key(KEY, payload[:NONCE_SIZE])
+    opener = ChunkOpener(payload_aead(KEY, payload[:NONCE_SIZE]), key if native else None)
+    plain, buf = bytearray(), memoryview(bytearray(4 * CHUNK_SIZE))
+    for run, at_end in iter_runs(_pieces(payload[NONCE_SIZE:], cuts)):
+        while True:
+            if at_end:
+                plain += buf[: opener.open_into(run, buf, True)]
+                break
+            count = min(len(run) // ENC_CHUNK_SIZE, 4)
+            plain += buf[: opener.open_run(run[: count * ENC_CHUNK_SIZE], buf)]
+            run = run[count * ENC_CHUNK_SIZE :]
+            if not run:
+                break
+    if not opener.finished:
+        raise PayloadError("payload truncated: no final chunk")
+    return bytes(plain)
+
+
+def _outcome(fn, *args):
+    try:
+        return fn(*args)
+    except PayloadError as exc:
+        return f"PayloadError: {exc}"
+
+
+@settings(max_examples=80, deadline=None)
+@given(size=st.sampled_from([0, 1, CHUNK_SIZE, 3 * CHUNK_SIZE, 6 * CHUNK_SIZE + 7]) | st.integers(0, 7 * CHUNK_SIZE),
+       cuts=st.lists(st.integers(min_value=0), max_size=4), damage=st.none() | st.integers(0),
+       cut_short=st.integers(0, 3), native=st.booleans())
+def test_open_run_agrees_with_open_into_on_any_damage_or_truncation(size: int, cuts: list[int], damage: int | None,
+                                                                  cut_short: int, native: bool) -> None:
+    """Whole chunks opened as runs (natively or not) give the plaintext, or the very error,
+    that open_into chunk by chunk gives: for a flipped byte anywhere, a stream cut short
+    by whole chunks (no final chunk), and a final chunk with data after it."""
+    payload = bytearray(b"".join(seal(KEY, [os.urandom(size)], NONCE)))
+    if damage is not None:
+        payload[NONCE_SIZE + damage % (len(payload) - NONCE_SIZE)] ^= 0x10
+    if cut_short == 1 and len(payload) > NONCE_SIZE + ENC_CHUNK_SIZE:
+        payload = payload[: NONCE_SIZE + ENC_CHUNK_SIZE]
+    elif cut_short == 2:
+        payload += b"trailing"
+    expected = _outcome(open_chunks, bytes(payload))
+    assert _outcome(open_runs, bytes(payload), cuts, native) == expected
+
+
+def test_open_run_refuses_a_partial_chunk_and_data_after_the_final_chunk() -> None:
+    aead = payload_aead(KEY, NONCE)
+    final = aead.encrypt(_chunk_nonce(0, True), bytes(CHUNK_SIZE), None)
+    for native in (True, False):
+        opener = ChunkOpener(aead, payload_key(KEY, NONCE) if native else None)
+        with pytest.raises(PayloadError, match="short chunk"):
+            opener.open_run(final[:-1], bytearray(CHUNK_SIZE))
+        with pytest.raises(PayloadError, match="trailing data"):  # a full-size final chunk, not at the end
+            opener.open_run(final, bytearray(CHUNK_SIZE))
 
 
 def test_chunk_sealer_refuses_misuse() -> None:
@@ -661,6 +729,36 @@ def test_open_reads_every_block_once_and_leaves_the_check_to_the_exporter(owner,
     with pytest.raises(BlockMismatchError):  # ...export() does
         Vault(store, owner, "v1").open(sealed.cid, None, owner, tmp_path / "b", commitment=sealed.commitment)
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(not _accel.available, reason="vault/_accel is not built")
+@pytest.mark.parametrize("accelerate", [True, False])
+def test_open_decrypts_whole_chunks_in_native_runs_unless_told_not_to(owner, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       accelerate: bool) -> None:
+    """open hands the chunks inside each block to one native call at a time (a few per
+    MiB, not one per 64 KiB chunk); with accelerate=False it never calls the native code."""
+    runs: list[int] = []
+    real = _accel.stream_open
+
+    def counting(key, first, ciphertext, out) -> int:
+        runs.append(len(ciphertext) // ENC_CHUNK_SIZE)
+        return real(key, first, ciphertext, out)
+
+    monkeypatch.setattr(_accel, "stream_open", counting)
+    store = FilesystemBlockstore(tmp_path / "store")
+    plaintext = os.urandom(4 * MIB + 12345)
+    vault = Vault(store, owner, accelerate=accelerate)
+    sealed = vault.seal([plaintext])
+    vault.open(sealed.cid, None, owner, tmp_path / "out", commitment=sealed.commitment)
+    assert (tmp_path / "out").read_bytes() == plaintext
+    chunks = -(-len(plaintext) // CHUNK_SIZE)
+    if not accelerate:
+        assert runs == []
+        return
+    # every chunk but the last, and the ones straddling two blocks, goes through a run
+    assert chunks - 1 - 5 <= sum(runs) <= chunks - 1
+    assert len(runs) <= 3 * 5
 
 
 def test_filesystem_get_verifies_unless_told_not_to(tmp_path: Path) -> None:

@@ -52,7 +52,7 @@ def _sha256_native(messages: Sequence[Buffer]) -> list[bytes]:
 def _self_test() -> tuple[bool, int]:
     """(module usable, messages hashed side by side or 0): a known-answer test against
     hashlib and cryptography on lengths around the block and chunk boundaries, for both the
-    SHA-NI and the AVX-512 paths."""
+    SHA-NI and the AVX-512 paths, and STREAM runs sealed and opened."""
     if _lib is None:
         return False, 0
     lanes = int(_lib.tl_sha_ni())
@@ -73,7 +73,17 @@ def _self_test() -> tuple[bool, int]:
     aead = ChaCha20Poly1305(key)
     want = (aead.encrypt((5 << 8).to_bytes(12, "big"), plain[:65536], None)
             + aead.encrypt(((6 << 8) | 1).to_bytes(12, "big"), plain[65536:], None))
-    return bytes(out) == want, lanes
+    if bytes(out) != want:
+        return False, 0
+    # tl_stream_open: two non-final chunks back (the second as sealed by cryptography), then
+    # the same with one byte of the second flipped: only the first authenticates.
+    run = bytearray(want[:65552] + aead.encrypt((6 << 8).to_bytes(12, "big"), plain[:65536], None))
+    back = bytearray(2 * 65536)
+    if _lib.tl_stream_open(key, 5, _ffi.from_buffer(run), 2, _ffi.from_buffer(back)) != 2 or \
+            bytes(back) != plain[:65536] * 2:
+        return False, 0
+    run[65552 + 100] ^= 1
+    return _lib.tl_stream_open(key, 5, _ffi.from_buffer(run), 2, _ffi.from_buffer(back)) == 1, lanes
 
 
 def _wide_pays() -> bool:
@@ -127,6 +137,23 @@ def stream_seal(key: bytes, first: int, plain: Buffer, final: bool, out: Buffer)
     if written < 0:
         raise RuntimeError(f"OpenSSL failed to seal a STREAM run ({written})")
     return written
+
+
+def stream_open(key: bytes, first: int, ciphertext: Buffer, out: Buffer) -> int:
+    """Decrypt the non-final STREAM chunks `first`, `first` + 1, ... that make up
+    `ciphertext` (whole chunks of 65552 bytes) into `out` (65536 bytes each). Returns how
+    many authenticated, in order, before the first that did not (all of them: their count);
+    out past those is garbage. The caller (ChunkOpener) checks the chunk rules."""
+    if not available:
+        raise RuntimeError("the native accelerator is not available")
+    src, dst = _ffi.from_buffer(ciphertext), _ffi.from_buffer(out, require_writable=True)
+    count, rest = divmod(len(src), 65552)
+    if len(key) != 32 or rest or not 0 <= first or first + count > 1 << 64 or len(dst) < 65536 * count:
+        raise ValueError(f"stream_open: bad key, index or sizes ({len(src)} -> {len(dst)})")
+    done = _lib.tl_stream_open(key, first, src, count, dst)
+    if done < 0:
+        raise RuntimeError(f"OpenSSL failed to open a STREAM run ({done})")
+    return done
 
 
 def write_block(tmp: str, final: str, directory: str, data: Buffer, *, direct: bool, sync: bool) -> bool:

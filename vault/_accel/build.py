@@ -2,7 +2,8 @@
 setup.py names it in cffi_modules). Needs a C compiler and OpenSSL's headers (Debian:
 libssl-dev, installed by `make setup`); links the system libcrypto for EVP ChaCha20-Poly1305.
 
-    python vault/_accel/build.py      # builds the module in place (what the Makefile does)
+    python vault/_accel/build.py      # builds it in place (the Makefile runs `pip install -e .`,
+                                      # which builds _lib.abi3.so; an in-place build shadows it)
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ ffibuilder.cdef(
     int tl_sha256_lanes(int n, const uint8_t *const *msgs, const size_t *lens, uint8_t *out);
     long tl_stream_seal(const uint8_t *key, uint64_t first, const uint8_t *plain, size_t len,
                         int final, uint8_t *out);
+    long tl_stream_open(const uint8_t *key, uint64_t first, const uint8_t *ct, size_t count, uint8_t *out);
     int tl_write_block(const char *tmp, const char *final, const char *dir, const uint8_t *data, size_t len,
                        int direct, int sync);
     """

@@ -165,12 +165,33 @@ class ChunkOpener:
     or a stream that ends without a final chunk. On error `out` may hold unauthenticated
     bytes: discard it."""
 
-    __slots__ = ("_into", "_counter", "finished")
+    __slots__ = ("_into", "_key", "_counter", "finished")
 
-    def __init__(self, aead: ChaCha20Poly1305) -> None:
+    def __init__(self, aead: ChaCha20Poly1305, key: bytes | None = None) -> None:
+        """`key`: the payload key of `aead` (payload_key()), for open_run's native path."""
         self._into = aead.decrypt_into
+        self._key = key if key is not None and _accel.available else None
         self._counter = 0
         self.finished = False
+
+    def open_run(self, run: bytes | bytearray | memoryview, out: bytearray | memoryview) -> int:
+        """open_into(chunk, ..., at_end=False) for each of the whole chunks that make up
+        `run` (a multiple of ENC_CHUNK_SIZE bytes, more ciphertext following it), into
+        out[:CHUNK_SIZE * count]; returns that length. With a key and vault/_accel built,
+        one native call opens the run; at the first chunk that does not authenticate
+        open_into takes over, so the errors are open_into's."""
+        count, rest = divmod(len(run), ENC_CHUNK_SIZE)
+        if rest:
+            raise PayloadError("payload truncated: short chunk")
+        src, dst = memoryview(run), memoryview(out)
+        done = 0
+        if self._key is not None and count and not self.finished and self._counter + count <= _MAX_COUNTER:
+            done = _accel.stream_open(self._key, self._counter, src, dst)
+            self._counter += done
+        for k in range(done, count):
+            self.open_into(src[k * ENC_CHUNK_SIZE : (k + 1) * ENC_CHUNK_SIZE],
+                           dst[k * CHUNK_SIZE : (k + 1) * CHUNK_SIZE], False)
+        return count * CHUNK_SIZE
 
     def open_into(self, chunk: bytes | bytearray | memoryview, out: bytearray | memoryview, at_end: bool) -> int:
         if self.finished:
@@ -206,34 +227,43 @@ class ChunkOpener:
         return n
 
 
-def iter_chunks(pieces: Iterable[bytes | bytearray | memoryview]) -> Iterator[tuple[memoryview, bool]]:
-    """Split a ciphertext given as pieces of any size into STREAM chunks, each paired
-    with whether nothing follows it (one piece of look-ahead), for ChunkOpener. A chunk is
-    a view into its piece, or into a scratch buffer when it straddles pieces: it is valid
-    only until the next one is requested."""
+def iter_runs(pieces: Iterable[bytes | bytearray | memoryview]) -> Iterator[tuple[memoryview, bool]]:
+    """Split a ciphertext given as pieces of any size into STREAM chunks for ChunkOpener,
+    each item paired with whether nothing follows it (one piece of look-ahead). The whole
+    chunks lying inside one piece with more ciphertext after them come as one view (a run,
+    for open_run); a chunk that straddles pieces (copied into a scratch buffer, valid only
+    until the next item is requested) and the stream's last chunk (True) come alone, for
+    open_into. Runs are views into the pieces."""
     scratch = memoryview(bytearray(ENC_CHUNK_SIZE))
     it = (memoryview(p) for p in pieces if len(p))
     piece = next(it, None)
     pos = 0
     while piece is not None:
-        if len(piece) - pos >= ENC_CHUNK_SIZE:
-            chunk = piece[pos : pos + ENC_CHUNK_SIZE]
-            pos += ENC_CHUNK_SIZE
-        else:
-            filled = len(piece) - pos
-            scratch[:filled] = piece[pos:]
-            pos = len(piece)
-            while filled < ENC_CHUNK_SIZE:
+        count = (len(piece) - pos) // ENC_CHUNK_SIZE
+        if count:
+            run = piece[pos : pos + count * ENC_CHUNK_SIZE]
+            pos += len(run)
+            if pos == len(piece):
                 piece, pos = next(it, None), 0
-                if piece is None:
-                    break
-                pos = min(ENC_CHUNK_SIZE - filled, len(piece))
-                scratch[filled : filled + pos] = piece[:pos]
-                filled += pos
-            chunk = scratch[:filled]
+            if piece is None:  # the run ends the stream: its last chunk comes alone
+                if count > 1:
+                    yield run[:-ENC_CHUNK_SIZE], False
+                yield run[-ENC_CHUNK_SIZE:], True
+            else:
+                yield run, False
+            continue
+        filled = len(piece) - pos
+        scratch[:filled] = piece[pos:]
+        while filled < ENC_CHUNK_SIZE:
+            piece, pos = next(it, None), 0
+            if piece is None:
+                break
+            pos = min(ENC_CHUNK_SIZE - filled, len(piece))
+            scratch[filled : filled + pos] = piece[:pos]
+            filled += pos
         if piece is not None and pos == len(piece):
             piece, pos = next(it, None), 0
-        yield chunk, piece is None
+        yield scratch[:filled], piece is None
 
 
 def read_full(src: BinaryIO, view: memoryview) -> int:
