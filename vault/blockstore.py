@@ -156,6 +156,13 @@ class _Pinning:
         with self._lock:
             self._add_pin(root)
 
+    def _pin_stored(self, root: CID) -> None:
+        """pin() for a caller that has just put every block of root's DAG into this store
+        itself (Vault.seal, whose puts all returned): the walk that would only find them
+        again (a stat per block: 8 ms per 256 MiB, 3% of a seal) is skipped."""
+        with self._lock:
+            self._add_pin(root)
+
     def unpin(self, root: CID) -> bool:
         """Remove a pin; returns whether it existed."""
         with self._lock:

@@ -80,7 +80,7 @@ from vault._pipeline import (
     _Prefetch,
 )
 from vault._seal import LANES, seal_segments
-from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir
+from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir, _Pinning
 from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError
@@ -164,8 +164,9 @@ class Vault:
             if in_order.done != leaves:  # cannot happen: every segment was emitted once
                 raise IntegrityError(f"sealed {leaves} leaves but the DAG took {in_order.done}")
             root = importer.finish()  # the inner nodes
-        pin = getattr(self.store, "pin", None)
-        if callable(pin):
+        if isinstance(self.store, _Pinning):  # ours: every block was just put, no need to walk them
+            self.store._pin_stored(root)  # noqa: SLF001
+        elif callable(pin := getattr(self.store, "pin", None)):
             pin(root)
         return SealedVersion(
             cid=str(root),

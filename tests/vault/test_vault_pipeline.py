@@ -715,6 +715,39 @@ class RecordingStore(MemoryBlockstore):
         return super().get(cid, verify=verify)
 
 
+class CountingStore(MemoryBlockstore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.has_calls = 0
+
+    def has(self, cid: CID) -> bool:
+        self.has_calls += 1
+        return super().has(cid)
+
+
+class ForeignStore:
+    """A store that is not one of ours (a plugin, Kubo): seal must pin it through pin()."""
+
+    def __init__(self) -> None:
+        self.inner, self.pinned = MemoryBlockstore(), []
+        self.put, self.get, self.has = self.inner.put, self.inner.get, self.inner.has
+
+    def pin(self, root: CID) -> None:
+        self.inner.pin(root)
+        self.pinned.append(root)
+
+
+def test_seal_pins_its_own_dag_without_walking_it_again_but_a_foreign_store_through_pin(owner) -> None:
+    store = CountingStore()
+    sealed = Vault(store, owner, "v1").seal([os.urandom(3 * MIB)])
+    root = CID.decode(sealed.cid)
+    assert store.pins() == {root} and store.has_calls == 0
+    assert store.gc() == 0  # the pin covers every block seal wrote
+    foreign = ForeignStore()
+    again = Vault(foreign, owner, "v1").seal([os.urandom(MIB)])
+    assert foreign.pinned == [CID.decode(again.cid)] and foreign.inner.pins() == set(foreign.pinned)
+
+
 def test_open_reads_every_block_once_and_leaves_the_check_to_the_exporter(owner, tmp_path: Path) -> None:
     store = RecordingStore()
     sealed = Vault(store, owner, "v1").seal([os.urandom(3 * MIB)])
