@@ -232,13 +232,14 @@ def _disk(size_mib: int, workdir: Path) -> dict:
     return {"disk_write_s": round(wrote, 3), "disk_read_and_write_s": round(both, 3)}
 
 
-def _child_peak_rss_mib(args: list[str]) -> tuple[float, dict]:
+def _child_peak_rss_mib(args: list[str], accelerate: bool = True) -> tuple[float, dict]:
     """Run this script with `args` in a fresh interpreter; its peak RSS (MiB) and result.
 
     The child reports VmHWM from /proc/self/status: exec starts a new address space, so
     this is the high-water mark of the child alone (rusage of a forked child can carry
     the parent's RSS from before exec)."""
-    proc = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    switch = [] if accelerate else ["--no-accel"]
+    proc = subprocess.run([sys.executable, __file__, *switch, "--child", *args], capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"child {args[0]} failed: {proc.stderr.strip()[-500:]}")
     doc = json.loads(proc.stdout)
@@ -255,23 +256,23 @@ def _vmhwm_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def _memory(size_mib: int, workdir: Path) -> dict:
+def _memory(size_mib: int, workdir: Path, accelerate: bool = True) -> dict:
     src = workdir / "big.bin"
     _random_file(src, size_mib)
     _, key = _identity(workdir)
     store = workdir / "rss-store"
-    base, _ = _child_peak_rss_mib(["imports"])
-    seal_rss, sealed = _child_peak_rss_mib(["seal", str(key), str(store), str(src)])
+    base, _ = _child_peak_rss_mib(["imports"], accelerate)
+    seal_rss, sealed = _child_peak_rss_mib(["seal", str(key), str(store), str(src)], accelerate)
     src.unlink()
     open_rss, _ = _child_peak_rss_mib(["open", str(key), str(store), sealed["cid"],
-                                       sealed["commitment"], str(workdir / "big.out")])
+                                       sealed["commitment"], str(workdir / "big.out")], accelerate)
     if (workdir / "big.out").stat().st_size != size_mib * MIB:
         raise SystemExit("open produced a file of the wrong size")
     return {"rss_file_mib": size_mib, "seal_peak_rss_mib": seal_rss, "open_peak_rss_mib": open_rss,
             "imports_only_rss_mib": base}
 
 
-def _child(argv: list[str]) -> None:
+def _child(argv: list[str], accelerate: bool) -> None:
     from vault.age import X25519Identity
     from vault.blockstore import FilesystemBlockstore
     from vault.vault import Vault
@@ -280,7 +281,7 @@ def _child(argv: list[str]) -> None:
     result: dict = {}
     if what != "imports":
         identity = X25519Identity.parse(Path(argv[1]).read_text().strip())
-        vault = Vault(FilesystemBlockstore(Path(argv[2]), verify_writes=False), identity)
+        vault = Vault(FilesystemBlockstore(Path(argv[2]), verify_writes=False), identity, accelerate=accelerate)
         if what == "seal":
             sealed = vault.seal(Path(argv[3]))
             result = {"cid": sealed.cid, "commitment": sealed.commitment.hex()}
@@ -299,24 +300,24 @@ def main() -> None:
                         help="without vault/_accel (hashlib, cryptography and Python file I/O only), for comparison")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        _child(args.child)
+    if args.no_accel:  # the store's native put too (a module switch: the store has no option for it)
+        from vault import blockstore
+
+        blockstore._NATIVE = False
+    if args.child:  # a peak-RSS child, with the parent's --no-accel
+        _child(args.child, accelerate=not args.no_accel)
         return
     workdir = Path(tempfile.mkdtemp(prefix="twinledger-bench-vault-", dir=args.dir))
     try:
         result = {"benchmark": "vault", "cpus": os.cpu_count(), "loadavg_1m_before": round(os.getloadavg()[0], 2)}
         from vault import _accel
 
-        if args.no_accel:  # the store's native put too (a module switch: the store has no option for it)
-            from vault import blockstore
-
-            blockstore._NATIVE = False
         result["accelerator"] = {"used": _accel.available and not args.no_accel, "built": _accel.available,
                                  "sha256_lanes": (_accel.lanes or 1) if not args.no_accel else 1}
         result |= _throughput(args.size_mib, max(1, args.repeat), workdir, accelerate=not args.no_accel)
         result |= _disk(args.size_mib, workdir)
         result["loadavg_1m_after_throughput"] = round(os.getloadavg()[0], 2)
-        result |= _memory(args.rss_size_mib, workdir)
+        result |= _memory(args.rss_size_mib, workdir, accelerate=not args.no_accel)
         version = subprocess.run(["age", "--version"], capture_output=True, text=True).stdout.strip()
         result["reference"] = f"age {version} ({shutil.which('age')}), same file, same recipient, same disk"
         result["notes"] = ("ratios = age's best wall time / ours (best of the interleaved rounds); "
