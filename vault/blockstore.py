@@ -11,8 +11,12 @@ returns), because the store does not remember which codec a block was put under.
 
 Every `get` verifies the bytes against the CID (BlockMismatchError); `put` refuses a block
 that does not hash to its CID. Pins are recursive: pinning a root walks its dag-pb links,
-requires every block to be present, and protects the whole DAG from `gc`. `gc` must not
-run concurrently with an import that has not pinned its root yet (as with Kubo's GC).
+requires every block to be present, and protects the whole DAG from `gc`. An import holds
+`with store.importing():` from its first put to its pin, and `gc` waits until no import
+does (and new imports wait for a running gc), as Kubo's GC lock does: in this process, and
+for a FilesystemBlockstore in every process on the same store (flock(2) on
+`<root>/gc.lock`). Vault.seal and the CLI's add and CAR import do; a caller that puts
+blocks without it must not run gc meanwhile.
 
 On-disk layout of FilesystemBlockstore (compatible in spirit with go-ds-flatfs
 "next-to-last/2"):
@@ -20,6 +24,7 @@ On-disk layout of FilesystemBlockstore (compatible in spirit with go-ds-flatfs
     <root>/blocks/<SS>/<KEY>.data     KEY = base32 upper-case, unpadded, of the multihash
                                       ("CIQ…"); SS = KEY[-3:-1]
     <root>/blocks/SHARDING            "/repo/flatfs/shard/v1/next-to-last/2" (as flatfs)
+    <root>/gc.lock                    empty; imports flock it shared, gc exclusive
     <root>/pins/<KEY>.pin             one file per pin, KEY = base32 upper-case, unpadded,
                                       of the CID's binary form; it holds the CID string
                                       (a pins.json of earlier versions is moved into pins/)
@@ -97,6 +102,7 @@ class BlockStore(Protocol):
 @runtime_checkable
 class PinningBlockStore(BlockStore, Protocol):
     def pin(self, root: CID) -> None: ...
+    def importing(self) -> contextlib.AbstractContextManager[None]: ...
     def unpin(self, root: CID) -> bool: ...
     def pins(self) -> frozenset[CID]: ...
     def gc(self) -> int: ...
@@ -138,9 +144,26 @@ class _Pinning:
     a shared list, so two writers cannot lose each other's pin)."""
 
     _lock: threading.RLock
+    _holding: threading.local  # .depth: this thread's importing() nesting
 
     def _load_pins(self) -> set[CID]:
         raise NotImplementedError
+
+    def _gate(self, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        """Shared (imports) or exclusive (gc) hold of the store's import gate."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def importing(self) -> Iterator[None]:
+        """Hold while putting blocks that are not pinned yet, up to and including their pin:
+        gc() waits for every holder, and a new holder waits for a running gc(). Nestable;
+        gc() inside it raises (it would wait for itself)."""
+        with self._gate(False):
+            self._holding.depth = getattr(self._holding, "depth", 0) + 1
+            try:
+                yield
+            finally:
+                self._holding.depth -= 1
 
     def _add_pin(self, root: CID) -> None:
         raise NotImplementedError
@@ -151,15 +174,17 @@ class _Pinning:
     def pin(self, root: CID) -> None:
         """Pin `root` recursively; BlockNotFoundError if any block of its DAG is missing.
         Pinning a root that is already pinned changes nothing."""
-        for _ in walk_dag(self, root, strict=True):  # type: ignore[arg-type]
-            pass
-        with self._lock:
-            self._add_pin(root)
+        with self.importing():  # no gc between the walk and the pin
+            for _ in walk_dag(self, root, strict=True):  # type: ignore[arg-type]
+                pass
+            with self._lock:
+                self._add_pin(root)
 
     def _pin_stored(self, root: CID) -> None:
         """pin() for a caller that has just put every block of root's DAG into this store
-        itself (Vault.seal, whose puts all returned): the walk that would only find them
-        again (a stat per block: 8 ms per 256 MiB, 3% of a seal) is skipped."""
+        itself inside importing() (Vault.seal, whose puts all returned, so no gc can have
+        removed one): the walk that would only find them again (a stat per block: 8 ms per
+        256 MiB, 3% of a seal) is skipped."""
         with self._lock:
             self._add_pin(root)
 
@@ -173,8 +198,11 @@ class _Pinning:
             return frozenset(self._load_pins())
 
     def gc(self) -> int:
-        """Delete every block not reachable from a pin; returns how many were removed."""
-        with self._lock:
+        """Delete every block not reachable from a pin; returns how many were removed. Waits
+        until no import holds importing() (in any process, for a FilesystemBlockstore)."""
+        if getattr(self._holding, "depth", 0):
+            raise InputValidationError("gc() inside importing() would wait for itself")
+        with self._gate(True), self._lock:
             keep: set[bytes] = set()
             for root in self._load_pins():
                 keep.update(c.multihash for c in walk_dag(self, root, strict=False))  # type: ignore[arg-type]
@@ -184,6 +212,34 @@ class _Pinning:
             return len(doomed)
 
 
+class _Gate:
+    """A shared/exclusive lock within one process (MemoryBlockstore's import gate)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def hold(self, exclusive: bool) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or (exclusive and self._shared):
+                self._cond.wait()
+            if exclusive:
+                self._exclusive = True
+            else:
+                self._shared += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                if exclusive:
+                    self._exclusive = False
+                else:
+                    self._shared -= 1
+                self._cond.notify_all()
+
+
 class MemoryBlockstore(_Pinning):
     """In-memory store with the same behaviour as FilesystemBlockstore."""
 
@@ -191,6 +247,8 @@ class MemoryBlockstore(_Pinning):
         self._blocks: dict[bytes, bytes] = {}
         self._pins: set[CID] = set()
         self._lock = threading.RLock()
+        self._holding = threading.local()
+        self._gates = _Gate()
 
     def put(self, cid: CID, data: bytes) -> None:
         data = bytes(data)
@@ -220,6 +278,9 @@ class MemoryBlockstore(_Pinning):
 
     def _load_pins(self) -> set[CID]:
         return set(self._pins)
+
+    def _gate(self, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        return self._gates.hold(exclusive)
 
     def _add_pin(self, root: CID) -> None:
         self._pins.add(root)
@@ -524,6 +585,7 @@ class FilesystemBlockstore(_Pinning):
         self._sync = sync
         self._verify_writes = verify_writes
         self._lock = threading.RLock()
+        self._holding = threading.local()
         self._batch_depth = 0
         self._flusher: _Flusher | None = None
         self._direct = False  # inside batch(direct=True), on a filesystem that allows it
@@ -720,6 +782,17 @@ class FilesystemBlockstore(_Pinning):
     # Stores written before kept every pin in pins.json, rewritten whole for each pin (a
     # lost update when two processes pinned at once): it is still read, and moved into
     # pins/ when the store is opened, or before an unpin.
+
+    @contextlib.contextmanager
+    def _gate(self, exclusive: bool) -> Iterator[None]:
+        # flock(2) locks belong to the open file description, so each hold opens the file
+        # anew: threads of this process and other processes exclude each other alike.
+        fd = os.open(self.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)  # waits, without the GIL
+            yield
+        finally:
+            os.close(fd)  # releases it
 
     def _pin_path(self, root: CID) -> Path:
         return self._pins_dir / f"{_key(root.to_bytes())}.pin"

@@ -133,7 +133,14 @@ class Vault:
         """Encrypt `src` to this vault's own recipient, commit to the plaintext, import the
         ciphertext as UnixFS, store every block and pin the root. `progress(n)` is called
         with the number of plaintext bytes consumed since the previous call. The store's
-        put() is called from several threads at once (every store here allows that)."""
+        put() is called from several threads at once (every store here allows that). The
+        whole seal, pin included, holds the store's importing(), so that no gc removes a
+        block before the root that protects it is pinned."""
+        importing = getattr(self.store, "importing", None)
+        with importing() if callable(importing) else contextlib.nullcontext():
+            return self._seal(src, progress)
+
+    def _seal(self, src: BinaryIO | Path | Iterable[bytes], progress: Progress | None) -> SealedVersion:
         file_key = os.urandom(16)
         header = header_for(file_key, [self.identity.recipient])
         sealer = ChunkSealer(file_key, native=self.accelerate)
@@ -164,7 +171,7 @@ class Vault:
             if in_order.done != leaves:  # cannot happen: every segment was emitted once
                 raise IntegrityError(f"sealed {leaves} leaves but the DAG took {in_order.done}")
             root = importer.finish()  # the inner nodes
-        if isinstance(self.store, _Pinning):  # ours: every block was just put, no need to walk them
+        if isinstance(self.store, _Pinning):  # ours: every block was just put (inside importing())
             self.store._pin_stored(root)  # noqa: SLF001
         elif callable(pin := getattr(self.store, "pin", None)):
             pin(root)

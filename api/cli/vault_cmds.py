@@ -201,12 +201,13 @@ def ipfs_add(
         else:
             Importer(profile, None)  # validate the profile before creating a store
             store = _store(home)
-            with store.batch():
-                importer = Importer(profile, store.put)
-                for piece in _pieces(src, advance):
-                    importer.write(piece)
-                root = importer.finish()
-            store.pin(root)
+            with store.importing():  # a gc elsewhere waits until the pin protects these blocks
+                with store.batch():
+                    importer = Importer(profile, store.put)
+                    for piece in _pieces(src, advance):
+                        importer.write(piece)
+                    root = importer.finish()
+                store.pin(root)
             cid = str(root)
     if as_json:
         _echo_json({"cid": cid, "profile": profile, "stored": not only_hash})
@@ -296,11 +297,12 @@ def car_import(
             roots = [r.cid for r in result.roots]
         else:
             store = _store(home)
-            with store.batch():
-                cids = import_car(store, fh)
-            if pin:
-                for root in cids:
-                    store.pin(root)
+            with store.importing():  # a gc elsewhere waits until the pins protect these blocks
+                with store.batch():
+                    cids = import_car(store, fh)
+                if pin:
+                    for root in cids:
+                        store.pin(root)
             roots = [str(c) for c in cids]
     if as_json:
         _echo_json({"roots": roots, "pinned": pin})

@@ -1,18 +1,20 @@
 """FilesystemBlockstore pins on disk: one file per pin, the move from the pins.json of
-earlier versions, and two processes pinning into one store at once."""
+earlier versions, and two processes pinning into one store at once; and gc, which waits
+for imports (importing()) in this process and in others."""
 from __future__ import annotations
 
 import base64
 import json
 import multiprocessing
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from vault.blockstore import FilesystemBlockstore
+from vault.blockstore import FilesystemBlockstore, MemoryBlockstore
 from vault.cid import CID
-from vault.errors import IntegrityError
+from vault.errors import InputValidationError, IntegrityError
 from vault.unixfs import import_bytes
 
 from .blockstore_suite import TINY, TINY_PB
@@ -133,3 +135,97 @@ def test_two_processes_pinning_into_one_store_keep_every_pin(tmp_path: Path) -> 
     want = set(_roots(store, 40, b"a")) | set(_roots(store, 40, b"b"))
     assert len(want) == 80 and store.pins() == want
     assert len(os.listdir(tmp_path / "pins")) == 80
+
+
+# -- gc and imports: the import gate ------------------------------------------------------------
+
+
+@pytest.fixture(params=["memory", "filesystem"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path):
+    return MemoryBlockstore() if request.param == "memory" else FilesystemBlockstore(tmp_path / "repo")
+
+
+def test_gc_waits_for_an_import_until_its_root_is_pinned(any_store) -> None:
+    store = any_store
+    (old,) = _roots(store, 1, b"unpinned, old")  # gc's to remove
+    ready, go, pinned = threading.Event(), threading.Event(), []
+
+    def import_version() -> None:
+        with store.importing():
+            root = import_bytes(b"a new version " * 500, TINY, store.put)
+            ready.set()
+            go.wait(30)
+            store.pin(root)  # walks the DAG: raises if gc took a block meanwhile
+            pinned.append(root)
+
+    importer = threading.Thread(target=import_version)
+    importer.start()
+    assert ready.wait(30)
+    removed: list[int] = []
+    collector = threading.Thread(target=lambda: removed.append(store.gc()))
+    collector.start()
+    collector.join(0.3)
+    assert collector.is_alive()  # waiting for the import
+    go.set()
+    importer.join(30)
+    collector.join(30)
+    assert pinned and removed and removed[0] > 0
+    assert store.pins() == set(pinned) and not store.has(old)
+    store.pin(pinned[0])  # every block of the new version survived
+
+
+def test_gc_inside_an_import_is_refused_rather_than_waiting_for_itself(any_store) -> None:
+    with any_store.importing(), any_store.importing():  # nestable
+        with pytest.raises(InputValidationError, match="wait for itself"):
+            any_store.gc()
+    assert any_store.gc() == 0
+
+
+def test_seal_pins_its_root_while_it_still_holds_the_import_gate() -> None:
+    from vault.age import X25519Identity
+    from vault.vault import Vault
+
+    depths: list[int] = []
+
+    class Recording(MemoryBlockstore):
+        def _add_pin(self, root: CID) -> None:
+            depths.append(getattr(self._holding, "depth", 0))
+            super()._add_pin(root)
+
+    identity = X25519Identity.generate()
+    Vault(Recording(), identity, "v1").seal([os.urandom(300_000)])
+    assert depths == [1]
+
+
+def _import_and_wait(path: str, ready, go) -> None:
+    store = FilesystemBlockstore(path)
+    with store.importing():
+        root = import_bytes(b"from the other process " * 500, TINY, store.put)
+        ready.set()
+        go.wait(60)
+        store.pin(root)
+
+
+def test_gc_in_one_process_waits_for_an_import_in_another(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    context = multiprocessing.get_context("spawn")
+    ready, go = context.Event(), context.Event()
+    child = context.Process(target=_import_and_wait, args=(str(tmp_path), ready, go))
+    child.start()
+    try:
+        assert ready.wait(60)
+        removed: list[int] = []
+        collector = threading.Thread(target=lambda: removed.append(store.gc()))
+        collector.start()
+        collector.join(0.3)
+        assert collector.is_alive()  # the other process holds the gate
+        go.set()
+        child.join(60)
+        assert child.exitcode == 0  # its pin() found every block
+        collector.join(30)
+    finally:
+        go.set()
+        child.join(60)
+    assert removed == [0]
+    (root,) = store.pins()
+    store.pin(root)
