@@ -3,6 +3,8 @@
     twinledger keygen [--pq] [-o FILE]               new age identity (mode 0600), prints recipient
     twinledger ipfs add [--only-hash] [--profile P] FILE|-    prints the CID (like `ipfs add -Q`)
     twinledger ipfs cat CID                          file bytes to stdout
+    twinledger ipfs pin add|rm CID, ipfs pin ls      recursive pins (what gc keeps)
+    twinledger ipfs gc                               remove the blocks no pin reaches
     twinledger car export CID -o FILE                the DAG as a CARv1 file
     twinledger car import FILE                       blocks into the store, prints the roots
 
@@ -44,6 +46,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object inste
 ipfs_app = typer.Typer(help="Add and read content-addressed files (UnixFS, Kubo-compatible CIDs).",
                        no_args_is_help=True)
 car_app = typer.Typer(help="Move content to and from any IPFS node as CARv1 archives.", no_args_is_help=True)
+pin_app = typer.Typer(help="Recursive pins: the DAGs that gc keeps.", no_args_is_help=True)
+ipfs_app.add_typer(pin_app, name="pin")
 
 
 def register(app: typer.Typer) -> None:
@@ -98,6 +102,14 @@ def _cid(text: str):
 
 def _echo_json(obj: dict[str, Any]) -> None:
     typer.echo(json.dumps(obj, sort_keys=True))
+
+
+def _echo_cid(cid: Any, key: str, as_json: bool) -> None:
+    """The CID a command acted on: alone on a line, or as {key: cid} with --json."""
+    if as_json:
+        _echo_json({key: str(cid)})
+    else:
+        typer.echo(str(cid))
 
 
 @contextlib.contextmanager
@@ -235,6 +247,70 @@ def ipfs_cat(
         for piece in export(root, _store(home).get):
             out.write(piece)
     out.flush()
+
+
+# -- pins and gc --------------------------------------------------------------------------
+
+
+@pin_app.command("add")
+@_cli_errors
+def pin_add(
+    cid: Annotated[str, typer.Argument(help="Root CID of a DAG whose every block is in the store")],
+    home: HomeOpt = None,
+    kubo: KuboOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Pin CID recursively (after `car import --no-pin`, say); every block must be present."""
+    root = _cid(cid)
+    if kubo:
+        with _kubo(kubo) as client:
+            client.pin_add(root)
+    else:
+        _store(home).pin(root)  # BlockNotFoundError names the first missing block
+    _echo_cid(root, "pinned", as_json)
+
+
+@pin_app.command("rm")
+@_cli_errors
+def pin_rm(
+    cid: Annotated[str, typer.Argument(help="A pinned root CID")],
+    home: HomeOpt = None,
+    kubo: KuboOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Unpin CID; its blocks stay until `twinledger ipfs gc` (unless another pin reaches them)."""
+    root = _cid(cid)
+    if kubo:
+        with _kubo(kubo) as client:
+            client.pin_rm(root)  # Kubo's own "not pinned" error if it is not
+    elif not _store(home).unpin(root):
+        raise _fail(f"{root} is not pinned")
+    _echo_cid(root, "unpinned", as_json)
+
+
+@pin_app.command("ls")
+@_cli_errors
+def pin_ls(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """List the pinned roots of the embedded store, one per line."""
+    pins = sorted(str(c) for c in _store(home).pins())
+    if as_json:
+        _echo_json({"pins": pins})
+    else:
+        for cid in pins:
+            typer.echo(cid)
+
+
+@ipfs_app.command("gc")
+@_cli_errors
+def ipfs_gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
+    """Remove every block of the embedded store that no pin reaches: what failed or
+    unpinned imports left behind. Waits for imports running meanwhile (a node sealing a
+    version, another `ipfs add`), in any process, to pin their roots first."""
+    removed = _store(home).gc()
+    if as_json:
+        _echo_json({"removed_blocks": removed})
+    else:
+        typer.echo(f"removed {removed} blocks")
 
 
 # -- car ----------------------------------------------------------------------------------

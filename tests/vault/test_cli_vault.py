@@ -205,3 +205,65 @@ def test_keygen_file_is_an_identity_file_the_age_tool_accepts(tmp_path, home, ru
     enc = subprocess.run([age, "-e", "-r", recipient], input=b"for me", capture_output=True, check=True).stdout
     dec = subprocess.run([age, "-d", "-i", str(path)], input=enc, capture_output=True, check=True).stdout
     assert dec == b"for me"
+
+
+# -- pins and gc --------------------------------------------------------------------------
+
+
+def test_pin_ls_rm_and_gc_reclaim_an_unpinned_version(tmp_path, home, run) -> None:
+    kept, dropped = os.urandom(700_000), os.urandom(900_000)
+    keep = run("ipfs", "add", str(write(tmp_path, "k", kept))).stdout.strip()
+    drop = run("ipfs", "add", str(write(tmp_path, "d", dropped))).stdout.strip()
+    listed = run("ipfs", "pin", "ls", "--json")
+    assert listed.exit_code == 0 and json.loads(listed.stdout) == {"pins": sorted([keep, drop])}
+
+    removed = run("ipfs", "pin", "rm", drop)
+    assert removed.exit_code == 0 and removed.stdout == drop + "\n"
+    assert run("ipfs", "pin", "ls").stdout == keep + "\n"
+    blocks_before = len(list(FilesystemBlockstore(home).iter_cids()))
+    gc = run("ipfs", "gc", "--json")
+    assert gc.exit_code == 0, gc.output
+    gone = json.loads(gc.stdout)["removed_blocks"]
+    assert gone > 0 and len(list(FilesystemBlockstore(home).iter_cids())) == blocks_before - gone
+    assert run("ipfs", "cat", keep).stdout_bytes == kept
+    cat = run("ipfs", "cat", drop)
+    assert cat.exit_code == 1 and "is not in the store" in cat.stderr
+    assert run("ipfs", "gc").stdout == "removed 0 blocks\n"
+
+    again = run("ipfs", "pin", "rm", drop)
+    assert again.exit_code == 1 and again.stderr == f"error: {drop} is not pinned\n"
+
+
+def test_pin_add_after_an_unpinned_car_import_protects_it_from_gc(tmp_path, home, run) -> None:
+    data = os.urandom(600_000)
+    cid = run("ipfs", "add", "--home", str(tmp_path / "src"), str(write(tmp_path, "f", data))).stdout.strip()
+    car = tmp_path / "x.car"
+    assert run("car", "export", "--home", str(tmp_path / "src"), cid, "-o", str(car)).exit_code == 0
+    assert run("car", "import", "--no-pin", str(car)).exit_code == 0
+    assert run("ipfs", "pin", "ls").stdout == ""
+    pinned = run("ipfs", "pin", "add", "--json", cid)
+    assert pinned.exit_code == 0 and json.loads(pinned.stdout) == {"pinned": cid}
+    assert run("ipfs", "gc").stdout == "removed 0 blocks\n"
+    assert run("ipfs", "cat", cid).stdout_bytes == data
+
+
+def test_pin_add_of_an_incomplete_dag_is_one_clear_error(tmp_path, home, run) -> None:
+    data = os.urandom(600_000)
+    cid = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", data))).stdout.strip()
+    store = FilesystemBlockstore(home)
+    assert run("ipfs", "pin", "rm", cid).exit_code == 0
+    leaf = next(c for c in store.iter_cids() if c.multihash != CID.decode(cid).multihash)
+    store.delete(leaf)
+    result = run("ipfs", "pin", "add", cid)
+    assert result.exit_code == 1 and result.stderr.startswith("error: ") and "is not in the store" in result.stderr
+    assert run("ipfs", "pin", "ls").stdout == ""
+
+
+@pytest.mark.parametrize("verb", ["add", "rm"])
+def test_pin_through_an_unreachable_kubo_is_one_clear_error(home, run, verb) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run("ipfs", "pin", verb, "--kubo", f"http://127.0.0.1:{port}", HELLO_V1)
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: Kubo RPC at http://127.0.0.1:{port} is not reachable: ")
