@@ -15,7 +15,7 @@ Timing protocol: the plaintext is written, then read once more so it sits in the
 cache for both tools; seal writes into one store for all rounds, as a node does (nothing
 is deleted until the end: see _throughput); every timed run starts after an (untimed) sync(2), so that a tool
 that fsyncs does not also pay for the writeback of the previous run's output; then
---repeat rounds (default 4) of `age -e`, seal, `age -e` + fsync, `age -d`, open, interleaved
+--repeat rounds (default 4) of `age -e`, seal, `age -e` + fsync, `age -d`, open, `age -d` + fsync, interleaved
 so that noise from a shared machine hits both tools alike, the order within a pair
 alternating from round to round (whichever writes first gets the pages just freed). The ratios use the
 best (minimum) wall time of each tool; medians are reported too. CPU seconds (all threads
@@ -107,7 +107,8 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
     _random_file(src, size_mib)
     _warm(src)
     identity, key = _identity(workdir)
-    times: dict[str, list[float]] = {"seal": [], "open": [], "age_e": [], "age_d": [], "age_e_fsync": []}
+    times: dict[str, list[float]] = {"seal": [], "open": [], "age_e": [], "age_d": [], "age_e_fsync": [],
+                                     "age_d_fsync": []}
     cpu: dict[str, list[float]] = {k: [] for k in times}
     profile = None
     # One store for every round, as a node keeps one: a new version lands among the shard
@@ -123,6 +124,7 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
     for n in range(repeat):
         enc, dec = workdir / "age.out", workdir / "age.plain"
         enc_synced, out = workdir / "age.synced.out", workdir / "opened.bin"
+        dec_synced = workdir / "age.synced.plain"
         sealed = None
 
         def seal() -> None:
@@ -139,25 +141,35 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
             age_e(enc_synced)
             _fsync(enc_synced)
 
+        def age_d(target: Path = dec) -> None:
+            _run([age, "-d", "-i", str(key), "-o", str(target), str(enc)])
+
+        def age_d_fsync() -> None:
+            # Reference with open's durability: age -d, then fsync of its output (open
+            # returns only once the plaintext is on disk). For context, like age_e_fsync.
+            age_d(dec_synced)
+            _fsync(dec_synced)
+
         steps = {
             "age_e": age_e,
             "seal": seal,
             "age_e_fsync": age_e_fsync,
-            "age_d": lambda: _run([age, "-d", "-i", str(key), "-o", str(dec), str(enc)]),
+            "age_d": age_d,
+            "age_d_fsync": age_d_fsync,
             "open": lambda: vault.open(sealed.cid, None, identity, out, commitment=sealed.commitment),
         }
         # The order alternates between rounds, so that neither tool always runs right
         # after the other one's writes (page-cache state, pending writeback): a fixed
         # order could favour one side.
-        order = (["age_e", "seal", "age_e_fsync", "age_d", "open"] if n % 2 == 0
-                 else ["seal", "age_e", "age_e_fsync", "open", "age_d"])
+        order = (["age_e", "seal", "age_e_fsync", "age_d", "open", "age_d_fsync"] if n % 2 == 0
+                 else ["seal", "age_e", "age_e_fsync", "open", "age_d", "age_d_fsync"])
         for name in order:
             times[name].append(_timed(steps[name], cpu[name]))
         assert sealed is not None
         profile = sealed.profile
         if out.stat().st_size != src.stat().st_size or dec.stat().st_size != src.stat().st_size:
             raise SystemExit("a decryption produced a file of the wrong size")
-        for path in (enc, dec, enc_synced, out):
+        for path in (enc, dec, enc_synced, dec_synced, out):
             path.unlink()
     shutil.rmtree(store_dir)
     src.unlink()
@@ -183,6 +195,8 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
         "seal_ratio_vs_age_fsync": round(best["age_e_fsync"] / best["seal"], 2),
         "age_encrypt_fsync_mb_per_s": mbs(best["age_e_fsync"]),
         "open_ratio_vs_age_median": round(med["age_d"] / med["open"], 2),
+        "open_ratio_vs_age_fsync": round(best["age_d_fsync"] / best["open"], 2),
+        "age_decrypt_fsync_mb_per_s": mbs(best["age_d_fsync"]),
         "wall_seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
         "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
         "seal_cpu_ratio_vs_age": round(cpu_best["age_e"] / cpu_best["seal"], 2),
@@ -325,8 +339,9 @@ def main() -> None:
                            "age -e/-d do not, so ours also wait for the disk; seal also computes the keyed-BLAKE3 "
                            "commitment (v2) and the block SHA-256s, open checks both; open writes its output "
                            "with O_DIRECT where the filesystem allows it; seal_ratio_vs_age_fsync compares seal "
-                           "with age -e followed by an fsync of its output (the same durability), for context "
-                           "only: the target is against plain age -e")
+                           "with age -e followed by an fsync of its output (the same durability), "
+                           "open_ratio_vs_age_fsync open with age -d followed by one, for context only: the "
+                           "targets are against plain age -e / age -d")
         result["targets"] = {"seal_ratio_vs_age": ">= 1.0", "open_ratio_vs_age": ">= 1.0", "peak_rss_mib": "<= 100"}
         print(json.dumps(result, sort_keys=True))
     finally:

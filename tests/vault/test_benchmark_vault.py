@@ -1,0 +1,55 @@
+"""benchmarks/vault.py on a tiny file: it prints one JSON line whose ratios follow from the
+wall times it reports, and it leaves nothing behind. No timing is asserted (shared,
+noisy machines): only that the figures are the ones the script says they are."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "vault.py"
+
+pytestmark = pytest.mark.skipif(shutil.which("age") is None, reason="the `age` tool is not installed")
+
+
+def _run(tmp_path: Path, *extra: str) -> dict:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--size-mib", "2", "--rss-size-mib", "3", "--repeat", "2",
+         "--dir", str(tmp_path), *extra],
+        capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    assert list(tmp_path.iterdir()) == [], "the benchmark left files behind"
+    return json.loads(lines[0])
+
+
+def test_one_json_line_whose_ratios_follow_from_its_wall_times(tmp_path):
+    result = _run(tmp_path)
+    walls = result["wall_seconds"]
+    assert set(walls) == {"seal", "open", "age_e", "age_d", "age_e_fsync", "age_d_fsync"}
+    assert all(len(v) == 2 and all(t > 0 for t in v) for v in walls.values())
+    best = {k: min(v) for k, v in walls.items()}
+    # the reported ratios are computed from unrounded times: allow for the rounding of both
+    for ratio, (ref, ours) in {"seal_ratio_vs_age": ("age_e", "seal"), "open_ratio_vs_age": ("age_d", "open"),
+                               "seal_ratio_vs_age_fsync": ("age_e_fsync", "seal"),
+                               "open_ratio_vs_age_fsync": ("age_d_fsync", "open")}.items():
+        assert result[ratio] == pytest.approx(best[ref] / best[ours], rel=0.15, abs=0.02), ratio
+    assert result["file_mib"] == 2 and result["rss_file_mib"] == 3 and result["repeats"] == 2
+    assert result["profile"] == "unixfs-v1-2025"
+    assert 0 < result["imports_only_rss_mib"] <= result["seal_peak_rss_mib"]
+    assert result["open_peak_rss_mib"] > 0
+    assert result["disk_write_s"] > 0 and result["disk_read_and_write_s"] > 0
+    assert result["targets"] == {"seal_ratio_vs_age": ">= 1.0", "open_ratio_vs_age": ">= 1.0",
+                                 "peak_rss_mib": "<= 100"}
+
+
+def test_no_accel_is_reported_as_such(tmp_path):
+    result = _run(tmp_path, "--no-accel")
+    assert result["accelerator"]["used"] is False
+    assert result["accelerator"]["sha256_lanes"] == 1
