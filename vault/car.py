@@ -10,9 +10,12 @@ Reading verifies every block against its CID (BlockMismatchError) and refuses ma
 framing with InvalidCARError: a bad varint, a header that is not a DAG-CBOR map with
 version 1 and a roots list, a truncated or empty section, a section over
 MAX_SECTION_SIZE (2 MiB; Kubo's blocks are at most 1 MiB + CID) or a header over
-MAX_HEADER_SIZE. `import_car` is all-or-nothing: blocks are staged in a temporary spool
-file (memory stays bounded) and written to the store only after the whole archive
-verified; if writing fails midway the blocks added so far are removed again.
+MAX_HEADER_SIZE. `import_car` verifies before it writes: blocks are staged in a temporary
+spool file (memory stays bounded) and written to the store only after the whole archive
+verified, so a bad archive changes nothing. If the store fails midway (disk full), the
+blocks written so far stay, unpinned, for gc to remove, as Kubo leaves them after a failed
+`dag import`: deleting them again could delete a block that an import running at the same
+time found present and skipped, and so break that import's DAG.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from vault._mfbase import FormatError, encode_varint
 from vault._mfdagpb import link_cids
 from vault.blockstore import BlockStore
 from vault.cid import CID, DAG_PB
-from vault.errors import BlockNotFoundError, IntegrityError, InvalidCARError, InvalidCIDError
+from vault.errors import IntegrityError, InvalidCARError, InvalidCIDError
 
 __all__ = ["MAX_HEADER_SIZE", "MAX_SECTION_SIZE", "export_car", "import_blocks", "import_car",
            "read_car", "write_car"]
@@ -169,8 +172,10 @@ def _sections(src: BinaryIO) -> Iterator[tuple[CID, bytes]]:
 
 # -- importing -----------------------------------------------------------------------------
 def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int:
-    """All-or-nothing: consume `blocks` completely into a spool file (any exception leaves
-    the store untouched), then put the ones the store lacks. Returns how many were added."""
+    """Consume `blocks` completely into a spool file (an exception from them, e.g. a block
+    that does not match its CID, leaves the store untouched), then put the ones the store
+    lacks. Returns how many were added. A put that fails leaves the blocks put before it
+    (whole and verified, unpinned: see the module docstring), and says so in a note."""
     staged: list[tuple[CID, int, int]] = []
     seen: set[bytes] = set()
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
@@ -182,7 +187,7 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int
             spool.write(data)
             staged.append((cid, offset, len(data)))
             offset += len(data)
-        added: list[CID] = []
+        added = 0
         batch = getattr(store, "batch", None)
         try:
             with batch() if batch is not None else contextlib.nullcontext():
@@ -191,15 +196,13 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int
                         continue
                     spool.seek(start)
                     store.put(cid, spool.read(size))  # verified when read from the CAR
-                    added.append(cid)
-        except BaseException:
-            for cid in added:
-                try:
-                    store.delete(cid)
-                except (BlockNotFoundError, OSError):
-                    pass
+                    added += 1
+        except Exception as exc:
+            if added:
+                exc.add_note(f"{added} of the {len(staged)} blocks were stored before this failure; "
+                             "they are not pinned, and a gc removes them")
             raise
-    return len(added)
+    return added
 
 
 def import_car(store: BlockStore, src: BinaryIO) -> list[CID]:

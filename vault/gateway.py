@@ -133,8 +133,10 @@ class GatewayClient:
         return self._each(cid, lambda gw: self._raw_from(gw, cid))
 
     def fetch_car(self, root: CID, store: BlockStore) -> int:
-        """Fetch the whole DAG under `root` as a CAR into `store` (all-or-nothing); returns
-        the number of blocks added."""
+        """Fetch the whole DAG under `root` as a CAR into `store`; returns the number of
+        blocks added. Nothing is stored before the whole CAR verified (a gateway that sends
+        a bad one is failed over from with the store untouched); a store that fails while
+        writing leaves the blocks written so far unpinned (vault.car.import_blocks)."""
         return self._each(root, lambda gw: self._car_from(gw, root, store))
 
     def fetch_file(self, root: CID, *, via: str = "car") -> Iterator[bytes]:

@@ -360,7 +360,7 @@ def car_import(
     kubo: KuboOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Import every block of a CAR file (all verified, all or nothing) and print its roots."""
+    """Import every block of a CAR file (all verified before any is stored) and print its roots."""
     from vault.car import import_car
 
     with open(file, "rb") as fh:

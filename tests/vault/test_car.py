@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from vault import _mfcbor
 from vault._mfbase import FormatError, encode_varint
 from vault.blockstore import MemoryBlockstore, walk_dag
-from vault.car import (MAX_SECTION_SIZE, encode_header, export_car, import_car, read_car,
+from vault.car import (MAX_SECTION_SIZE, dag_blocks, encode_header, export_car, import_car, read_car,
                        write_car)
 from vault.cid import CID, DAG_PB, RAW
 from vault.errors import BlockMismatchError, InputValidationError, IntegrityError, InvalidCARError
@@ -215,26 +215,64 @@ def test_import_is_all_or_nothing() -> None:
     assert len(dst) == 1
 
 
-def test_import_rolls_back_when_the_store_fails_midway() -> None:
-    class Flaky(MemoryBlockstore):
-        def __init__(self) -> None:
-            super().__init__()
-            self.puts = 0
+class _Flaky(MemoryBlockstore):
+    """Fails its `fail_at`-th put (disk full); `before_failing` runs just before, as an
+    import running at the same time would."""
 
-        def put(self, cid: CID, data: bytes) -> None:
-            self.puts += 1
-            if self.puts == 4:
-                raise OSError("disk full")
-            super().put(cid, data)
+    def __init__(self, fail_at: int, before_failing=None) -> None:
+        super().__init__()
+        self.puts = 0
+        self.fail_at = fail_at
+        self.before_failing = before_failing
 
+    def put(self, cid: CID, data: bytes) -> None:
+        self.puts += 1
+        if self.puts == self.fail_at:
+            if self.before_failing is not None:
+                self.before_failing()
+            raise OSError("disk full")
+        super().put(cid, data)
+
+
+def _car_of(seed: bytes) -> tuple[CID, bytes]:
     src = MemoryBlockstore()
-    root = import_bytes(hashlib.shake_256(b"y").digest(400), TINY, src.put)
+    root = import_bytes(hashlib.shake_256(seed).digest(400), TINY, src.put)
     out = io.BytesIO()
     export_car(src, root, out)
-    dst = Flaky()
+    return root, out.getvalue()
+
+
+def test_a_store_failing_midway_leaves_only_unpinned_whole_blocks_that_gc_removes() -> None:
+    root, car = _car_of(b"y")
+    dst = _Flaky(fail_at=4)
+    with pytest.raises(OSError, match="disk full") as info:
+        import_car(dst, io.BytesIO(car))
+    assert dst.puts == 4 and len(dst) == 3
+    assert "3 of the " in "".join(info.value.__notes__) and "gc" in "".join(info.value.__notes__)
+    for cid in list(dst.iter_cids()):
+        cid.verify(dst.get(cid))  # whole blocks, nothing half-written
+    assert dst.pins() == frozenset()
+    assert dst.gc() == 3 and len(dst) == 0
+
+
+def test_a_failed_import_does_not_delete_blocks_a_concurrent_import_relies_on() -> None:
+    # Import A stores some blocks, then fails. Meanwhile import B of the same CAR found those
+    # blocks present, skipped them and pinned the root. Deleting A's blocks on failure (as
+    # import_blocks once did) would leave B's pinned DAG with holes.
+    root, car = _car_of(b"shared")
+
+    def concurrent_import() -> None:
+        dst.fail_at = 0  # B's own puts succeed
+        assert import_car(dst, io.BytesIO(car)) == [root]
+        dst.pin(root)  # walks the DAG: every block present
+
+    dst = _Flaky(fail_at=3, before_failing=concurrent_import)
     with pytest.raises(OSError, match="disk full"):
-        import_car(dst, io.BytesIO(out.getvalue()))
-    assert len(dst) == 0 and dst.puts == 4
+        import_car(dst, io.BytesIO(car))
+    assert dst.pins() == {root}
+    stored = {cid.multihash for cid in dst.iter_cids()}
+    assert {cid.multihash for cid, _ in dag_blocks(dst, root)} == stored  # complete, raises if not
+    assert dst.gc() == 0
 
 
 def test_write_car_needs_a_root() -> None:
