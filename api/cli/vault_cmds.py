@@ -61,6 +61,11 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def _notes(exc: BaseException) -> str:
+    """What the vault added to an error (e.g. blocks a failed import left for gc)."""
+    return "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+
+
 def _cli_errors(fn: F) -> F:
     """Turn domain and OS errors into one line on stderr and exit status 1."""
 
@@ -69,10 +74,10 @@ def _cli_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VaultError as exc:
-            raise _fail(str(exc)) from None
+            raise _fail(str(exc) + _notes(exc)) from None
         except OSError as exc:
             where = f": {exc.filename}" if getattr(exc, "filename", None) else ""
-            raise _fail(f"{exc.strerror or exc}{where}") from None
+            raise _fail(f"{exc.strerror or exc}{where}{_notes(exc)}") from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -146,6 +146,32 @@ def test_car_import_of_a_corrupt_car_fails_and_stores_nothing(tmp_path, home, ru
     assert list(FilesystemBlockstore(home).iter_cids()) == []
 
 
+def test_car_import_onto_a_full_disk_says_what_it_left_for_gc(tmp_path, home, run, monkeypatch) -> None:
+    cid = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", os.urandom(1 << 20)))).stdout.strip()
+    car = tmp_path / "out.car"
+    assert run("car", "export", cid, "-o", str(car)).exit_code == 0  # 4 leaves of 256 KiB + root
+    real_put, puts = FilesystemBlockstore.put, []
+
+    def put(self, c, data):
+        puts.append(c)
+        if len(puts) == 3:
+            raise OSError(28, "No space left on device")
+        return real_put(self, c, data)
+
+    monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    other = tmp_path / "other"
+    result = run("car", "import", "--home", str(other), str(car))
+    assert result.exit_code == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No space left on device")
+    assert "2 of the 5 blocks were stored" in lines[0] and "gc removes them" in lines[0]
+    monkeypatch.setattr(FilesystemBlockstore, "put", real_put)
+    assert FilesystemBlockstore(other).pins() == frozenset()
+    gc = run("ipfs", "gc", "--home", str(other), "--json")
+    assert gc.exit_code == 0, gc.output
+    assert list(FilesystemBlockstore(other).iter_cids()) == []
+
+
 def test_car_export_of_a_missing_root_leaves_no_file(tmp_path, home, run) -> None:
     out = tmp_path / "x.car"
     result = run("car", "export", HELLO_V1, "-o", str(out))
