@@ -200,7 +200,7 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int
         except Exception as exc:
             if added:
                 exc.add_note(f"{added} of the {len(staged)} blocks were stored before this failure; "
-                             "they are not pinned, and a gc removes them")
+                             "this import did not pin them, and a gc removes them unless a pin reaches them")
             raise
     return added
 
