@@ -240,14 +240,79 @@ def test_direct_get_returns_the_same_bytes(tmp_path: Path, size: int) -> None:
     assert store.get(cid, verify=False, direct=True) == data
 
 
+def _evict(path: Path) -> None:
+    """Drop the file's pages from the page cache (written back first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def _cached(path: Path) -> bool:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return blockstore._in_page_cache(fd, path.stat().st_size)
+    finally:
+        os.close(fd)
+
+
+needs_cachestat = pytest.mark.skipif(
+    blockstore._SYSCALL is None, reason="cachestat(2) is not known on this platform")
+
+
+@needs_cachestat
+def test_in_page_cache_tells_what_the_page_cache_holds(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(1 << 20))
+    if not _cached(path):
+        pytest.skip("this kernel has no cachestat(2) (Linux >= 6.5)")
+    _evict(path)
+    assert not _cached(path)
+    with open(path, "rb") as fh:
+        fh.read()
+    assert _cached(path)
+
+
+def _count_direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """os.preadv is only used for reads past the page cache (pread for the others)."""
+    calls: list[int] = []
+    real = os.preadv
+    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset, *a: (calls.append(offset), real(fd, buffers, offset, *a))[1])
+    return calls
+
+
+@needs_cachestat
+def test_direct_get_reads_a_block_that_is_in_the_page_cache_from_there(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    store, cid, data = _stored_block(tmp_path, 1 << 20)  # just written: in the page cache
+    if not _cached(store._path(cid)):
+        pytest.skip("this kernel has no cachestat(2) (Linux >= 6.5)")
+    direct = _count_direct_reads(monkeypatch)
+    assert store.get(cid, direct=True) == data
+    assert direct == []
+    _evict(store._path(cid))
+    assert store.get(cid, direct=True) == data
+    assert direct == [0]
+    assert not _cached(store._path(cid))  # read past the cache: nothing added to it
+    store._path(cid).write_bytes(b"\x00" + data[1:])  # in the cache again, and corrupt
+    with pytest.raises(BlockMismatchError):
+        store.get(cid, direct=True)
+    assert len(direct) == 1
+
+
 def test_direct_get_uses_o_direct_for_large_blocks_and_still_verifies(tmp_path: Path,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     store, cid, data = _stored_block(tmp_path, 1 << 20)
+    _evict(store._path(cid))
     flags: list[int] = []
     real_open = os.open
     monkeypatch.setattr(os, "open", lambda path, f, *a: (flags.append(f), real_open(path, f, *a))[1])
+    direct = _count_direct_reads(monkeypatch)
     assert store.get(cid, direct=True) == data
     assert any(f & os.O_DIRECT for f in flags)
+    assert direct == [0]
     path = store._path(cid)
     path.write_bytes(b"\x00" + data[1:])
     with pytest.raises(BlockMismatchError):
