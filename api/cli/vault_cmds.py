@@ -379,8 +379,7 @@ def car_import(
         else:
             store = _store(home)
             with store.importing():  # a gc elsewhere waits until the pins protect these blocks
-                with store.batch():
-                    cids = import_car(store, fh)
+                cids = import_car(store, fh)  # in a batch of its own: durable when it returns
                 if pin:
                     for root in cids:
                         store.pin(root)
