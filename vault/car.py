@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from vault import _mfcbor
@@ -172,11 +172,13 @@ def _sections(src: BinaryIO) -> Iterator[tuple[CID, bytes]]:
 
 
 # -- importing -----------------------------------------------------------------------------
-def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int:
+def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]],
+                  progress: Callable[[int], None] | None = None) -> int:
     """Consume `blocks` completely into a spool file (an exception from them, e.g. a block
     that does not match its CID, leaves the store untouched), then put the ones the store
     lacks. Returns how many were added. A put that fails leaves the blocks put before it
     (whole and verified, unpinned: see the module docstring), and says so in a note.
+    `progress(n)`: the bytes of the blocks stored (or found present) since the last call.
 
     A FilesystemBlockstore gets them as seal writes its own: past the page cache from an
     aligned buffer, fsynced on background threads (_import_batch); 256 MiB imported in
@@ -200,11 +202,12 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]]) -> int
         try:
             with _import_batch(store):
                 for cid, start, size in staged:
-                    if store.has(cid):
-                        continue
-                    spool.seek(start)
-                    store.put(cid, _read_staged(spool, size, aligned))  # verified when read from the CAR
-                    added += 1
+                    if not store.has(cid):
+                        spool.seek(start)
+                        store.put(cid, _read_staged(spool, size, aligned))  # verified when read from the CAR
+                        added += 1
+                    if progress is not None:
+                        progress(size)
         except Exception as exc:
             if added:
                 exc.add_note(f"{added} of the {len(staged)} blocks were stored before this failure; "
@@ -239,9 +242,10 @@ def _read_staged(spool: BinaryIO, size: int, aligned: mmap.mmap | None) -> bytes
     return view
 
 
-def import_car(store: BlockStore, src: BinaryIO) -> list[CID]:
+def import_car(store: BlockStore, src: BinaryIO, progress: Callable[[int], None] | None = None) -> list[CID]:
     """Verify a whole CARv1 stream, then add its blocks to `store`; returns its roots.
-    Any bad block or framing error raises and leaves the store unchanged."""
+    Any bad block or framing error raises and leaves the store unchanged. `progress`: as
+    for import_blocks (the reading is the caller's to count, e.g. by wrapping `src`)."""
     roots, blocks = read_car(src)
-    import_blocks(store, blocks)
+    import_blocks(store, blocks, progress)
     return roots

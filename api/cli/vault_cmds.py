@@ -10,8 +10,9 @@
 
 Content goes to the embedded blockstore under the home directory (`--home`, else
 $TWINLEDGER_HOME, else ~/.twinledger; blocks in <home>/blocks) or to a Kubo daemon with
-`--kubo URL`. Errors print one line on stderr and exit 1; progress bars appear on stderr
-only when it is a terminal.
+`--kubo URL`. Errors print one line on stderr and exit 1; progress bars (add, cat, car
+export, car import: verifying, then storing) appear on stderr only when it is a terminal,
+for 8 MiB and more.
 """
 from __future__ import annotations
 
@@ -117,19 +118,53 @@ def _echo_cid(cid: Any, key: str, as_json: bool) -> None:
         typer.echo(str(cid))
 
 
+def _interactive() -> bool:
+    """Progress bars only for a person watching stderr (a terminal)."""
+    return sys.stderr.isatty()
+
+
 @contextlib.contextmanager
 def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
     """A Rich bar on stderr for large inputs when stderr is a terminal; else None."""
-    if not sys.stderr.isatty() or (total is not None and total < _PROGRESS_MIN):
-        yield None
+    with _phases(total, label) as (advance,):
+        yield advance
+
+
+@contextlib.contextmanager
+def _phases(total: int | None, *labels: str) -> Iterator[tuple[Callable[[int], None] | None, ...]]:
+    """One bar per label, all of `total` bytes, in one display (Rich allows one at a time):
+    for work that passes over the same bytes more than once. Nones when not interactive
+    or below _PROGRESS_MIN."""
+    if not _interactive() or (total is not None and total < _PROGRESS_MIN):
+        yield (None,) * len(labels)
         return
     from rich.console import Console
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                   TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+        tasks = [bar.add_task(label, total=total) for label in labels]
+        yield tuple(functools.partial(bar.advance, task) for task in tasks)
+
+
+class _Counted:
+    """A file object whose read() and write() report the bytes they move to `advance`."""
+
+    def __init__(self, fh: BinaryIO, advance: Callable[[int], None] | None) -> None:
+        self._fh = fh
+        self._advance = advance
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        if data and self._advance is not None:
+            self._advance(len(data))
+        return data
+
+    def write(self, data: bytes) -> int:
+        n = self._fh.write(data)
+        if self._advance is not None:
+            self._advance(len(data))
+        return n
 
 
 def _pieces(src: BinaryIO, advance: Callable[[int], None] | None) -> Iterator[bytes]:
@@ -242,15 +277,21 @@ def ipfs_cat(
     """Write the file stored under CID to standard output (every block verified)."""
     from vault.unixfs import export
 
+    from vault.unixfs import dag_stat
+
     root = _cid(cid)
     out = sys.stdout.buffer
-    if kubo:
-        with _kubo(kubo) as client:
-            for piece in export(root, client.block_get):  # online: Kubo may fetch; we verify
-                out.write(piece)
-    else:
-        for piece in export(root, _store(home).get):
+    with contextlib.ExitStack() as stack:
+        if kubo:
+            client = stack.enter_context(_kubo(kubo))
+            get = client.block_get  # online: Kubo may fetch; we verify
+        else:
+            get = _store(home).get
+        advance = stack.enter_context(_progress(dag_stat(root, get).size if _interactive() else None, "reading"))
+        for piece in export(root, get):
             out.write(piece)
+            if advance is not None:
+                advance(len(piece))
     out.flush()
 
 
@@ -332,6 +373,7 @@ def car_export(
 ) -> None:
     """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed)."""
     from vault.car import export_car
+    from vault.unixfs import dag_stat
 
     root = _cid(cid)
     output = output.expanduser()
@@ -340,11 +382,16 @@ def car_export(
     try:
         with open(tmp, "wb") as fh:
             if kubo:
-                with _kubo(kubo) as client:
+                with _kubo(kubo) as client, _progress(None, "exporting") as advance:
                     for piece in client.dag_export(root):
                         fh.write(piece)
+                        if advance is not None:
+                            advance(len(piece))
             else:
-                blocks = export_car(_store(home), root, fh)
+                store = _store(home)
+                total = dag_stat(root, store.get).dag_size if _interactive() else None
+                with _progress(total, "exporting") as advance:  # the blocks' bytes (CAR framing aside)
+                    blocks = export_car(store, root, _Counted(fh, advance))  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, output)
@@ -369,9 +416,10 @@ def car_import(
     from vault.car import import_car
 
     with open(file, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
         if kubo:
-            with _kubo(kubo) as client:
-                result = client.dag_import(fh, pin_roots=pin)
+            with _kubo(kubo) as client, _progress(size, "uploading") as advance:
+                result = client.dag_import(_pieces(fh, advance), pin_roots=pin)
             failed = [f"{r.cid}: {r.pin_error}" for r in result.roots if r.pin_error]
             if failed:
                 raise _fail("could not pin " + "; ".join(failed))
@@ -379,7 +427,9 @@ def car_import(
         else:
             store = _store(home)
             with store.importing():  # a gc elsewhere waits until the pins protect these blocks
-                cids = import_car(store, fh)  # in a batch of its own: durable when it returns
+                with _phases(size, "verifying", "storing") as (verified, stored):
+                    # in a batch of its own: durable when it returns
+                    cids = import_car(store, _Counted(fh, verified), stored)  # type: ignore[arg-type]
                 if pin:
                     for root in cids:
                         store.pin(root)

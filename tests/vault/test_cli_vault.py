@@ -293,3 +293,82 @@ def test_pin_through_an_unreachable_kubo_is_one_clear_error(home, run, verb) -> 
     result = run("ipfs", "pin", verb, "--kubo", f"http://127.0.0.1:{port}", HELLO_V1)
     assert result.exit_code == 1
     assert result.stderr.startswith(f"error: Kubo RPC at http://127.0.0.1:{port} is not reachable: ")
+
+
+# -- progress bars ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def bars(monkeypatch: pytest.MonkeyPatch):
+    """Record every bar the commands would show on a terminal: [label, total, bytes advanced]."""
+    import contextlib
+
+    from api.cli import vault_cmds
+
+    shown: list[list] = []
+
+    @contextlib.contextmanager
+    def phases(total, *labels):
+        assert vault_cmds._interactive()
+        rows = [[label, total, 0] for label in labels]
+        shown.extend(rows)
+
+        def advancer(row):
+            def advance(n: int) -> None:
+                assert n > 0
+                row[2] += n
+            return advance
+
+        yield tuple(advancer(row) for row in rows)
+
+    monkeypatch.setattr(vault_cmds, "_interactive", lambda: True)
+    monkeypatch.setattr(vault_cmds, "_phases", phases)
+    return shown
+
+
+def test_large_transfers_show_progress_that_reaches_the_total(tmp_path, home, run, bars) -> None:
+    data = os.urandom((9 << 20) + 7)
+    src = write(tmp_path, "big", data)
+    cid = run("ipfs", "add", str(src)).stdout.strip()
+    assert bars == [["adding", len(data), len(data)]]
+    bars.clear()
+
+    cat = run("ipfs", "cat", cid)
+    assert cat.stdout_bytes == data
+    assert bars == [["reading", len(data), len(data)]]
+    bars.clear()
+
+    car = tmp_path / "big.car"
+    assert run("car", "export", cid, "-o", str(car)).exit_code == 0
+    store = FilesystemBlockstore(home)
+    dag = sum(len(store.get(c)) for c in store.iter_cids())
+    (label, total, done), = bars
+    assert (label, total) == ("exporting", dag) and done == car.stat().st_size  # blocks + CAR framing
+    bars.clear()
+
+    result = run("car", "import", "--home", str(tmp_path / "other"), str(car))
+    assert result.exit_code == 0, result.output
+    assert bars == [["verifying", car.stat().st_size, car.stat().st_size], ["storing", car.stat().st_size, dag]]
+
+
+def test_the_real_bars_run_inside_the_commands(tmp_path, home, run, monkeypatch) -> None:
+    from api.cli import vault_cmds
+
+    monkeypatch.setattr(vault_cmds, "_interactive", lambda: True)
+    data = os.urandom(9 << 20)
+    cid = run("ipfs", "add", str(write(tmp_path, "big", data))).stdout.strip()
+    car = tmp_path / "big.car"
+    assert run("car", "export", cid, "-o", str(car)).exit_code == 0
+    assert run("car", "import", "--home", str(tmp_path / "other"), str(car)).exit_code == 0
+    assert run("ipfs", "cat", "--home", str(tmp_path / "other"), cid).stdout_bytes == data
+
+
+def test_no_bars_when_stderr_is_not_a_terminal_or_the_file_is_small(monkeypatch) -> None:
+    from api.cli import vault_cmds
+
+    monkeypatch.setattr(vault_cmds, "_interactive", lambda: False)
+    with vault_cmds._phases(1 << 30, "a", "b") as advances:
+        assert advances == (None, None)
+    monkeypatch.setattr(vault_cmds, "_interactive", lambda: True)
+    with vault_cmds._progress(1 << 20, "small") as advance:
+        assert advance is None

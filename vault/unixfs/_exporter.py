@@ -6,6 +6,7 @@ shifted bytes. Memory: the links of one node per level of the tree.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass
 
 from vault._mfbase import FormatError
 from vault._mfdagpb import decode_node
@@ -27,6 +28,36 @@ def export(root: CID, get_block: GetBlock, verify: Verify | None = None) -> Iter
     if not isinstance(root, CID):
         raise InputValidationError(f"export needs a CID, not {type(root).__name__}")
     return _iterate(root, get_block, verify or _verify)
+
+
+@dataclass(frozen=True, slots=True)
+class DagStat:
+    """What a DAG's root block says about it. `size`: the bytes of the UnixFS file (None
+    when the root is not a file); `dag_size`: the bytes of all its blocks, the root's own
+    plus the Tsize of each link (Kubo's CumulativeSize; 0 for a link without one)."""
+
+    size: int | None
+    dag_size: int
+
+
+def dag_stat(root: CID, get_block: GetBlock) -> DagStat:
+    """Read and verify the root block only, for a progress bar's total: the sizes are what
+    the root claims; export() checks them against the blocks under it."""
+    if not isinstance(root, CID):
+        raise InputValidationError(f"dag_stat needs a CID, not {type(root).__name__}")
+    block = get_block(root)
+    root.verify(block)
+    if root.codec != DAG_PB:
+        return DagStat(len(block) if root.codec == RAW else None, len(block))
+    try:
+        links, data = decode_node(block)
+        node = decode_data(data) if data is not None else None
+    except FormatError as exc:
+        raise IntegrityError(f"malformed dag-pb node {root}: {exc}") from None
+    size = None
+    if node is not None and node.type in (T_FILE, T_RAW):
+        size = (len(node.data) if node.data is not None else 0) + sum(node.blocksizes)
+    return DagStat(size, len(block) + sum(link.tsize or 0 for link in links))
 
 
 def _verify(cid: CID, block: bytes) -> None:
