@@ -373,3 +373,33 @@ def test_dagpb_round_trip(links: list[tuple[bytes, int, str]], data: bytes | Non
 def test_unixfs_data_round_trip(blocksizes: list[int]) -> None:
     node = decode_data(memoryview(internal_data(blocksizes)))
     assert (node.type, node.filesize, node.blocksizes, node.data) == (2, sum(blocksizes), blocksizes, None)
+
+
+# -- dag_stat: a progress bar's total, from the root block -------------------------------
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("size", [0, 5, 3 * 1024 * 1024 + 11])
+def test_dag_stat_gives_the_file_size_and_the_bytes_of_every_block(profile, size) -> None:
+    from vault.unixfs import dag_stat
+
+    store = MemoryBlockstore()
+    data = hashlib.shake_256(b"stat").digest(size) if size else b""
+    root = import_bytes(data, profile, store.put)
+    stat = dag_stat(root, store.get)
+    assert stat.size == size
+    assert stat.dag_size == sum(len(store.get(c)) for c in store.iter_cids())
+
+
+def test_dag_stat_of_something_else_than_a_file() -> None:
+    from vault.unixfs import dag_stat
+
+    directory, block = _node([], b"\x08\x01")
+    assert dag_stat(directory, {directory: block}.__getitem__).size is None
+    cbor = CID.from_sha256(b"\xa0", DAG_CBOR, 1)
+    other = dag_stat(cbor, {cbor: b"\xa0"}.__getitem__)
+    assert other.size is None and other.dag_size == 1
+    with pytest.raises(BlockMismatchError):
+        dag_stat(directory, {directory: block + b"x"}.__getitem__)
+    with pytest.raises(InputValidationError):
+        dag_stat(str(directory), {}.__getitem__)  # type: ignore[arg-type]
