@@ -328,3 +328,46 @@ def test_import_writes_large_blocks_past_the_page_cache_in_a_background_batch(tm
             finally:
                 os.close(fd)
     assert b"".join(export(root, store.get)) == data
+
+
+# -- blocks are checked in groups, and come out as if one by one -------------------------
+def _numbered(count: int) -> list[tuple[CID, bytes]]:
+    datas = [hashlib.sha256(b"%d" % i).digest() * (i + 1) for i in range(count)]
+    return [(CID.from_sha256(d, RAW, 1), d) for d in datas]
+
+
+def _until_error(car: bytes) -> tuple[list[CID], BaseException | None]:
+    got: list[CID] = []
+    _, blocks = read_car(io.BytesIO(car))
+    try:
+        for cid, data in blocks:
+            cid.verify(data)
+            got.append(cid)
+    except (BlockMismatchError, InvalidCARError) as exc:
+        return got, exc
+    return got, None
+
+
+@pytest.mark.parametrize("bad", [0, 1, 15, 16, 17, 39])
+def test_a_bad_block_stops_the_read_right_after_the_good_ones_before_it(bad) -> None:
+    blocks = _numbered(40)
+    cid, data = blocks[bad]
+    tampered = blocks[:bad] + [(cid, data[:-1] + bytes([data[-1] ^ 1]))] + blocks[bad + 1:]
+    got, exc = _until_error(_car([blocks[0][0]], tampered))
+    assert got == [c for c, _ in blocks[:bad]]
+    assert isinstance(exc, BlockMismatchError) and str(cid) in str(exc)
+
+
+@pytest.mark.parametrize("cut", [1, 5, 16, 20])
+def test_a_truncated_car_yields_the_whole_sections_before_the_cut(cut) -> None:
+    blocks = _numbered(24)
+    car = _car([blocks[0][0]], blocks)
+    end = len(_car([blocks[0][0]], blocks[:cut])) + 3  # into section `cut`
+    got, exc = _until_error(car[:end])
+    assert got == [c for c, _ in blocks[:cut]]
+    assert isinstance(exc, InvalidCARError)
+    # a bad block before the cut is reported, not the cut
+    cid, data = blocks[cut - 1]
+    tampered = blocks[: cut - 1] + [(cid, b"x" + data[1:])] + blocks[cut:]
+    got, exc = _until_error(_car([blocks[0][0]], tampered)[:end])
+    assert got == [c for c, _ in blocks[: cut - 1]] and isinstance(exc, BlockMismatchError)
