@@ -19,11 +19,15 @@ time found present and skipped, and so break that import's DAG.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import mmap
+import queue
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import BinaryIO
 
 from vault import _accel, _mfcbor
@@ -213,11 +217,14 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]],
     that does not match its CID, leaves the store untouched), then put the ones the store
     lacks. Returns how many were added. A put that fails leaves the blocks put before it
     (whole and verified, unpinned: see the module docstring), and says so in a note.
-    `progress(n)`: the bytes of the blocks stored (or found present) since the last call.
+    `progress(n)`: the bytes of the blocks stored (or found present) since the last call,
+    always on the calling thread.
 
-    A FilesystemBlockstore gets them as seal writes its own: past the page cache from an
-    aligned buffer, fsynced on background threads (_import_batch); 256 MiB imported in
-    0.70 s instead of 1.63 s here (medians of 5), mostly by not growing the page cache."""
+    A FilesystemBlockstore gets them as seal writes its own: past the page cache from
+    aligned buffers, on _WRITERS threads, fsynced on background threads (_import_batch);
+    256 MiB imported in 0.44 s instead of 1.63 s here (medians of 5: 0.70 s without the
+    writer threads), mostly by not growing the page cache. Any other store gets its blocks
+    one at a time, as bytes of their own."""
     staged: list[tuple[CID, int, int]] = []
     seen: set[bytes] = set()
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
@@ -229,26 +236,103 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]],
             spool.write(data)
             staged.append((cid, offset, len(data)))
             offset += len(data)
-        added = 0
-        # Our own store copies nothing it is given and keeps no reference to it, so one
-        # page-aligned buffer (what O_DIRECT needs) serves every block; any other store
-        # gets bytes of its own.
-        aligned = mmap.mmap(-1, MAX_SECTION_SIZE) if isinstance(store, FilesystemBlockstore) else None
+        added = _Count()
         try:
             with _import_batch(store):
-                for cid, start, size in staged:
-                    if not store.has(cid):
-                        spool.seek(start)
-                        store.put(cid, _read_staged(spool, size, aligned))  # verified when read from the CAR
-                        added += 1
-                    if progress is not None:
-                        progress(size)
+                if isinstance(store, FilesystemBlockstore):
+                    _put_in_parallel(store, spool, staged, progress, added)
+                else:
+                    for cid, start, size in staged:
+                        if not store.has(cid):
+                            spool.seek(start)
+                            store.put(cid, spool.read(size))  # verified when read from the CAR
+                            added.add()
+                        if progress is not None:
+                            progress(size)
         except Exception as exc:
-            if added:
-                exc.add_note(f"{added} of the {len(staged)} blocks were stored before this failure; "
+            if added.value:
+                exc.add_note(f"{added.value} of the {len(staged)} blocks were stored before this failure; "
                              "this import did not pin them, and a gc removes them unless a pin reaches them")
-            raise  # (`aligned` is left to the garbage collector: a traceback may still hold a view of it)
-    return added
+            raise
+    return added.value
+
+
+_WRITERS = 4  # import's put threads for a FilesystemBlockstore (its native put holds no GIL)
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.value = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+def _put_in_parallel(store: FilesystemBlockstore, spool: BinaryIO, staged: list[tuple[CID, int, int]],
+                     progress: Callable[[int], None] | None, added: _Count) -> None:
+    """Put the staged blocks the store lacks on _WRITERS threads, each from a page-aligned
+    buffer (what O_DIRECT wants; the store keeps no reference to what it is given) of a
+    pool of _WRITERS + 1, filled from the spool on this thread. After a failed put no
+    other is started; the first failure, in staged order, is raised once the puts under
+    way have ended."""
+    free: queue.Queue[mmap.mmap] = queue.Queue()
+    for _ in range(_WRITERS + 1):
+        free.put(mmap.mmap(-1, MAX_SECTION_SIZE))
+    failed = threading.Event()
+
+    def put(cid: CID, buffer: mmap.mmap, size: int) -> None:
+        try:
+            with memoryview(buffer) as view:
+                store.put(cid, view[:size])
+            added.add()
+        except BaseException:
+            failed.set()
+            raise
+        finally:
+            free.put(buffer)
+
+    pending: collections.deque[tuple[Future[None] | None, int]] = collections.deque()
+
+    def report(until_done: bool) -> None:
+        while pending and (until_done or pending[0][0] is None or pending[0][0].done()):
+            future, size = pending.popleft()
+            if future is not None:
+                future.result()  # the first failure in order
+            if progress is not None:
+                progress(size)
+
+    with ThreadPoolExecutor(_WRITERS, thread_name_prefix="vault-car-put") as pool:
+        try:
+            for cid, start, size in staged:
+                if failed.is_set():
+                    break
+                if store.has(cid):
+                    pending.append((None, size))
+                else:
+                    buffer = free.get()
+                    try:
+                        spool.seek(start)
+                        _read_into(spool, buffer, size)
+                    except BaseException:
+                        free.put(buffer)
+                        raise
+                    pending.append((pool.submit(put, cid, buffer, size), size))
+                report(False)
+        finally:
+            wait([f for f, _ in pending if f is not None])
+        report(True)
+
+
+def _read_into(spool: BinaryIO, buffer: mmap.mmap, size: int) -> None:
+    with memoryview(buffer) as view:
+        got = 0
+        while got < size:
+            n = spool.readinto(view[got:size])  # type: ignore[attr-defined]
+            if not n:
+                raise OSError(f"the import spool ended {size - got} bytes early")
+            got += n
 
 
 def _import_batch(store: BlockStore) -> contextlib.AbstractContextManager[None]:
@@ -260,21 +344,6 @@ def _import_batch(store: BlockStore) -> contextlib.AbstractContextManager[None]:
         return store.batch(background=True, direct=True)
     batch = getattr(store, "batch", None)
     return batch() if batch is not None else contextlib.nullcontext()
-
-
-def _read_staged(spool: BinaryIO, size: int, aligned: mmap.mmap | None) -> bytes | memoryview:
-    """The next `size` bytes of the spool: in `aligned` where given (valid until the next
-    call), else as bytes."""
-    if aligned is None:
-        return spool.read(size)
-    view = memoryview(aligned)[:size]
-    got = 0
-    while got < size:
-        n = spool.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
-            raise OSError(f"the import spool ended {size - got} bytes early")
-        got += n
-    return view
 
 
 def import_car(store: BlockStore, src: BinaryIO, progress: Callable[[int], None] | None = None) -> list[CID]:

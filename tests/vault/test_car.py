@@ -371,3 +371,63 @@ def test_a_truncated_car_yields_the_whole_sections_before_the_cut(cut) -> None:
     tampered = blocks[: cut - 1] + [(cid, b"x" + data[1:])] + blocks[cut:]
     got, exc = _until_error(_car([blocks[0][0]], tampered)[:end])
     assert got == [c for c, _ in blocks[: cut - 1]] and isinstance(exc, BlockMismatchError)
+
+
+def test_import_puts_on_writer_threads_and_reports_progress_on_the_callers(tmp_path, monkeypatch) -> None:
+    import threading
+
+    from vault.blockstore import FilesystemBlockstore
+
+    src, root, data = _large_dag()
+    car = io.BytesIO()
+    blocks = export_car(src, root, car)
+    store = FilesystemBlockstore(tmp_path / "repo")
+    present = next(cid for cid in walk_dag(src, root) if cid.codec == RAW)
+    store.put(present, src.get(present))  # found present: reported, not put again
+    putters, reporters, reported = set(), set(), []
+    real_put = FilesystemBlockstore.put
+
+    def put(self, cid, block):
+        putters.add(threading.get_ident())
+        return real_put(self, cid, block)
+
+    def progress(n: int) -> None:
+        reporters.add(threading.get_ident())
+        reported.append(n)
+
+    monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    import_car(store, io.BytesIO(car.getvalue()), progress)
+    assert reporters == {threading.get_ident()} and threading.get_ident() not in putters
+    assert len(reported) == blocks and sum(reported) == sum(len(src.get(c)) for c in src.iter_cids())
+    assert b"".join(export(root, store.get)) == data
+
+
+def test_a_failed_put_on_a_writer_thread_stops_the_import_and_says_how_many_landed(tmp_path, monkeypatch) -> None:
+    import threading
+
+    from vault.blockstore import FilesystemBlockstore
+
+    src, root, _ = _large_dag(8 << 20)  # 32 leaves + a root
+    car = io.BytesIO()
+    export_car(src, root, car)
+    store = FilesystemBlockstore(tmp_path / "repo")
+    real_put, calls, lock = FilesystemBlockstore.put, [], threading.Lock()
+
+    def put(self, cid, block):
+        with lock:
+            calls.append(cid)
+            n = len(calls)
+        if n == 5:
+            raise OSError(28, "No space left on device")
+        return real_put(self, cid, block)
+
+    monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    with pytest.raises(OSError, match="No space") as caught:
+        import_car(store, io.BytesIO(car.getvalue()))
+    stored = len(list(store.iter_cids()))
+    assert 4 <= stored < 33 and len(calls) < 33  # no put started long after the failure
+    assert caught.value.__notes__ == [f"{stored} of the 33 blocks were stored before this failure; "
+                                      "this import did not pin them, and a gc removes them unless a pin reaches them"]
+    monkeypatch.setattr(FilesystemBlockstore, "put", real_put)
+    assert import_car(store, io.BytesIO(car.getvalue())) == [root]  # a retry completes it
+    assert b"".join(export(root, store.get)) == b"".join(export(root, src.get))
