@@ -342,6 +342,22 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _NATIVE = _accel.available
 
 
+_WRITE_BUFFERS = threading.local()  # one aligned buffer per putting thread
+
+
+def _aligned_copy(data: bytes | bytearray | memoryview) -> memoryview:
+    """`data` copied into this thread's page-aligned buffer (valid until its next call):
+    a direct put of bytes that are not page-aligned (an Importer's blocks, as in `ipfs
+    add`) would otherwise be refused and go through the page cache, and one copy costs
+    far less than the new page-cache pages."""
+    buf = getattr(_WRITE_BUFFERS, "buf", None)
+    if buf is None or len(buf) < len(data):
+        buf = _WRITE_BUFFERS.buf = mmap.mmap(-1, -(-len(data) // _ALIGN) * _ALIGN)
+    view = memoryview(buf)[: len(data)]
+    view[:] = data
+    return view
+
+
 def _write_direct(fd: int, data: bytes | bytearray | memoryview) -> None:
     """Write `data` to the new, empty file `fd`, opened with O_DIRECT. Memory that is not
     page-aligned makes the kernel refuse (EINVAL) before anything is written: then the file
@@ -685,6 +701,8 @@ class FilesystemBlockstore(_Pinning):
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
         direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         if _NATIVE:
+            if direct and not _accel.page_aligned(data):
+                data = _aligned_copy(data)
             self._put_native(tmp, path, data, direct)
             return
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC

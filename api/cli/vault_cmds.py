@@ -254,7 +254,8 @@ def ipfs_add(
             Importer(profile, None)  # validate the profile before creating a store
             store = _store(home)
             with store.importing():  # a gc elsewhere waits until the pin protects these blocks
-                with store.batch():
+                # as seal writes its blocks: past the page cache, fsynced in the background
+                with store.batch(background=True, direct=True):
                     importer = Importer(profile, store.put)
                     for piece in _pieces(src, advance):
                         importer.write(piece)

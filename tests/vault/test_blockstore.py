@@ -396,3 +396,24 @@ def test_auto_falls_back_to_fsyncs_when_the_machine_got_busy_during_the_batch(
     paths = list((tmp_path / "blocks").rglob("*.data"))
     assert synced_fs == []
     assert sorted(fsyncs) == sorted([p.stat().st_ino for p in paths] + list({p.parent.stat().st_ino for p in paths}))
+
+
+@pytest.mark.skipif(not blockstore._NATIVE, reason="the native accelerator is not built")
+def test_a_direct_batch_writes_unaligned_bytes_past_the_page_cache_too(tmp_path: Path) -> None:
+    """An Importer's blocks are plain bytes: put copies each into an aligned buffer, so
+    that O_DIRECT takes it, instead of sending it through the page cache."""
+    from vault import _accel
+
+    store = FilesystemBlockstore(tmp_path / "repo")
+    pieces = [os.urandom(1 << 20), os.urandom(256 << 10)]
+    aligned = __import__("mmap").mmap(-1, 1 << 20)
+    assert _accel.page_aligned(aligned) and not _accel.page_aligned(memoryview(aligned)[8:])
+    assert not all(_accel.page_aligned(p) for p in pieces)
+    cids = [CID.from_sha256(p, RAW, 1) for p in pieces]
+    with store.batch(background=True, direct=True):
+        for cid, piece in zip(cids, pieces):
+            store.put(cid, piece)
+    for cid, piece in zip(cids, pieces):
+        if blockstore._SYSCALL is not None:
+            assert not _cached(store._path(cid))  # written with O_DIRECT
+        assert store.get(cid) == piece

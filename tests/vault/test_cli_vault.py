@@ -376,3 +376,13 @@ def test_no_bars_when_stderr_is_not_a_terminal_or_the_file_is_small(monkeypatch)
     monkeypatch.setattr(vault_cmds, "_interactive", lambda: True)
     with vault_cmds._progress(1 << 20, "small") as advance:
         assert advance is None
+
+
+def test_add_writes_its_blocks_as_seal_does(tmp_path, home, run, monkeypatch) -> None:
+    batches = []
+    real_batch = FilesystemBlockstore.batch
+    monkeypatch.setattr(FilesystemBlockstore, "batch", lambda self, **kw: (batches.append(kw), real_batch(self, **kw))[1])
+    data = os.urandom(3 << 20)
+    cid = run("ipfs", "add", str(write(tmp_path, "f", data))).stdout.strip()
+    assert batches == [{"background": True, "direct": True}]
+    assert run("ipfs", "cat", cid).stdout_bytes == data

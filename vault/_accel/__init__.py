@@ -156,6 +156,13 @@ def stream_open(key: bytes, first: int, ciphertext: Buffer, out: Buffer) -> int:
     return done
 
 
+def page_aligned(data: Buffer, alignment: int = 4096) -> bool:
+    """Whether `data` starts on an `alignment` boundary in memory (what O_DIRECT needs)."""
+    if not available:
+        raise RuntimeError("the native accelerator is not available")
+    return int(_ffi.cast("uintptr_t", _ffi.from_buffer(data))) % alignment == 0
+
+
 def write_block(tmp: str, final: str, directory: str, data: Buffer, *, direct: bool, sync: bool) -> bool:
     """Create `tmp`, write `data`, fsync (if `sync`), rename to `final`, fsync `directory`
     (if `sync`), in one call without the GIL (see tl_write_block). Returns True when the
