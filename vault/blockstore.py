@@ -51,7 +51,9 @@ Writeback in /proc/meminfo) at the start of the batch and still at its end, else
 the batch's own files and shards at its end. syncfs also makes whatever else is dirty on that
 filesystem durable: that is why "auto" looks first, and a store on a busy shared
 filesystem can pin "fsync". Single puts outside a batch always fsync.
-`batch(direct=True)` writes large blocks past the page cache (O_DIRECT). With the native
+`batch(direct=True)` writes large blocks past the page cache (O_DIRECT; where the
+accelerator is built, bytes that are not page-aligned are first copied into an aligned
+buffer, which costs far less than new page-cache pages). With the native
 accelerator (vault/_accel: tl_write_block) a put is one call that creates, writes, fsyncs,
 renames and fsyncs the shard directory without the GIL; inside `batch(background=True)`
 it then fsyncs inline (the caller's threads are the background: seal runs six writers)
@@ -62,7 +64,8 @@ replaced by the next put of the same block (size check). With `sync=False` nothi
 stores). A pin file is always written with temp + fsync + rename + directory fsync.
 
 `get(cid, verify=False)` skips the hash check for a caller that verifies the block itself
-(unixfs.export does); every other read is verified here.
+(unixfs.export does); every other read is verified here. `get(cid, direct=True)` reads a
+large block past the page cache, unless all of it is there already (cachestat(2)).
 """
 from __future__ import annotations
 
@@ -77,6 +80,7 @@ import os
 import platform
 import queue
 import secrets
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -429,7 +433,7 @@ class _CacheStat(ctypes.Structure):
 
 # cachestat(2), Linux >= 6.5: 451 in the generic syscall table and on x86; only called
 # where that number is known to be cachestat, since a wrong one would be another syscall.
-_NR_CACHESTAT = 451 if platform.machine() in ("x86_64", "aarch64", "arm64", "riscv64") else None
+_NR_CACHESTAT = 451 if sys.platform == "linux" and platform.machine() in ("x86_64", "aarch64", "riscv64") else None
 _PAGE = mmap.PAGESIZE
 
 
