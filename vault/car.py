@@ -155,10 +155,11 @@ def read_car(src: BinaryIO) -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
     return roots, _sections(src)
 
 
-# Blocks are checked in groups of up to 16 (or 16 MiB): with the native accelerator
-# 16 SHA-256 run side by side on one core (vault/_accel.sha256_many): reading and checking
-# a 256 MiB CAR took 0.145 s instead of 0.19 s here. Nothing of a group is yielded before the whole group is checked, and the
-# blocks before a bad one (or before a framing error) come out first, as one by one.
+# Blocks are checked in groups of up to 16 (or 16 MiB): with the native accelerator 16
+# SHA-256 run side by side on one core (vault/_accel.sha256_many): reading and checking a
+# 256 MiB CAR took 0.145 s instead of 0.19 s here. Nothing of a group is yielded before
+# the whole group is checked, and the blocks before a bad one (or before a framing error)
+# come out first, as one by one.
 _GROUP_BYTES = 16 << 20
 
 
@@ -261,6 +262,8 @@ _WRITERS = 4  # import's put threads for a FilesystemBlockstore (its native put 
 
 
 class _Count:
+    """How many blocks an import stored, counted from the writer threads."""
+
     def __init__(self) -> None:
         self.value = 0
         self._lock = threading.Lock()

@@ -276,9 +276,7 @@ def ipfs_cat(
     kubo: KuboOpt = None,
 ) -> None:
     """Write the file stored under CID to standard output (every block verified)."""
-    from vault.unixfs import export
-
-    from vault.unixfs import dag_stat
+    from vault.unixfs import dag_stat, export
 
     root = _cid(cid)
     out = sys.stdout.buffer
