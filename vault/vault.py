@@ -77,7 +77,7 @@ from vault._pipeline import (
     _InOrder,
     _open_payload,
     _plaintext_reader,
-    _Prefetch,
+    disk_prefetch,
 )
 from vault._seal import LANES, seal_segments
 from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir, _Pinning
@@ -233,9 +233,7 @@ class Vault:
         prefetch = None
         if get_block is None and isinstance(self.store, FilesystemBlockstore):
             # a disk: read the leaves ahead, past the page cache, and check them 16 at a time
-            lanes = LANES if self.accelerate else 1
-            get_block = prefetch = _Prefetch(functools.partial(self.store.get, verify=False, direct=True),
-                                             ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
+            get_block = prefetch = disk_prefetch(self.store, LANES if self.accelerate else 1)
         elif get_block is None:
             get_block = _get_once_verified(self.store)
         fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")

@@ -431,3 +431,62 @@ def test_a_failed_put_on_a_writer_thread_stops_the_import_and_says_how_many_land
     monkeypatch.setattr(FilesystemBlockstore, "put", real_put)
     assert import_car(store, io.BytesIO(car.getvalue())) == [root]  # a retry completes it
     assert b"".join(export(root, store.get)) == b"".join(export(root, src.get))
+
+
+# -- exporting from the filesystem store ---------------------------------------------------
+def _fs_copy(tmp_path, src: MemoryBlockstore):
+    from vault.blockstore import FilesystemBlockstore
+
+    store = FilesystemBlockstore(tmp_path / "repo")
+    for cid in src.iter_cids():
+        store.put(cid, src.get(cid))
+    return store
+
+
+@pytest.mark.parametrize("data", [hashlib.shake_256(b"e").digest(5 << 20), bytes(3 << 20) + b"tail"],
+                             ids=["distinct-leaves", "repeated-leaves"])
+def test_export_from_disk_reads_ahead_past_the_page_cache_and_matches_memory(tmp_path, monkeypatch, data) -> None:
+    from vault.blockstore import FilesystemBlockstore
+
+    src = MemoryBlockstore()
+    root = import_bytes(data, "v1", src.put)
+    store = _fs_copy(tmp_path, src)
+    asked = []
+    real_get = FilesystemBlockstore.get
+    monkeypatch.setattr(FilesystemBlockstore, "get",
+                        lambda self, cid, **kw: (asked.append(kw), real_get(self, cid, **kw))[1])
+    on_disk, in_memory = io.BytesIO(), io.BytesIO()
+    assert export_car(store, root, on_disk) == export_car(src, root, in_memory)
+    assert on_disk.getvalue() == in_memory.getvalue()
+    assert asked and all(kw == {"verify": False, "direct": True} for kw in asked)  # checked by the exporter
+
+
+@pytest.mark.parametrize("victim", [0, 7, 19])
+def test_export_from_disk_finds_a_corrupt_or_missing_leaf(tmp_path, victim) -> None:
+    src = MemoryBlockstore()
+    root = import_bytes(hashlib.shake_256(b"c").digest(5 << 20), "v1", src.put)  # 20 leaves
+    store = _fs_copy(tmp_path, src)
+    leaf = [c for c in walk_dag(src, root) if c.codec == RAW][victim]
+    path = store._path(leaf)
+    good = path.read_bytes()
+    path.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    with pytest.raises(BlockMismatchError):
+        export_car(store, root, io.BytesIO())
+    path.unlink()
+    from vault.errors import BlockNotFoundError
+
+    with pytest.raises(BlockNotFoundError):
+        export_car(store, root, io.BytesIO())
+
+
+def test_an_abandoned_export_stops_its_read_ahead(tmp_path) -> None:
+    import threading
+
+    src = MemoryBlockstore()
+    root = import_bytes(hashlib.shake_256(b"a").digest(5 << 20), "v1", src.put)
+    store = _fs_copy(tmp_path, src)
+    blocks = dag_blocks(store, root)
+    next(blocks), next(blocks)
+    assert any(t.name.startswith("vault-fetch") for t in threading.enumerate())
+    blocks.close()
+    assert not any(t.name.startswith("vault-fetch") and t.is_alive() for t in threading.enumerate())
