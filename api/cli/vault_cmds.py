@@ -277,6 +277,7 @@ def ipfs_cat(
 ) -> None:
     """Write the file stored under CID to standard output (every block verified)."""
     from vault.unixfs import dag_stat, export
+    from vault.vault import read_file
 
     root = _cid(cid)
     out = sys.stdout.buffer
@@ -284,10 +285,13 @@ def ipfs_cat(
         if kubo:
             client = stack.enter_context(_kubo(kubo))
             get = client.block_get  # online: Kubo may fetch; we verify
+            pieces = export(root, get)
         else:
-            get = _store(home).get
+            store = _store(home)
+            get = store.get
+            pieces = stack.enter_context(contextlib.closing(read_file(store, root)))
         advance = stack.enter_context(_progress(dag_stat(root, get).size if _interactive() else None, "reading"))
-        for piece in export(root, get):
+        for piece in pieces:
             out.write(piece)
             if advance is not None:
                 advance(len(piece))

@@ -868,3 +868,29 @@ def test_open_makes_the_output_and_its_directory_durable(owner, tmp_path: Path, 
     out = tmp_path / "out.bin"
     Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
     assert {out.stat().st_ino, tmp_path.stat().st_ino} <= synced
+
+
+# -- read_file: a stored UnixFS file as `ipfs cat` prints it --------------------------------
+
+
+def test_read_file_reads_a_disk_store_ahead_and_verifies_every_block(tmp_path: Path, monkeypatch) -> None:
+    from vault.unixfs import import_bytes
+    from vault.vault import read_file
+
+    data = os.urandom(5 * MIB + 3)
+    memory = MemoryBlockstore()
+    root = import_bytes(data, "v1", memory.put)
+    disk = FilesystemBlockstore(tmp_path / "repo")
+    for cid in memory.iter_cids():
+        disk.put(cid, memory.get(cid))
+    asked = []
+    real_get = FilesystemBlockstore.get
+    monkeypatch.setattr(FilesystemBlockstore, "get", lambda self, cid, **kw: (asked.append(kw), real_get(self, cid, **kw))[1])
+    assert b"".join(read_file(disk, root)) == data == b"".join(read_file(memory, root))
+    assert asked and all(kw == {"verify": False, "direct": True} for kw in asked)
+    leaf = next(cid for cid in walk_dag(memory, root) if cid.codec == RAW)
+    path = disk._path(leaf)
+    path.write_bytes(b"\x00" + path.read_bytes()[1:])
+    with pytest.raises(BlockMismatchError):
+        b"".join(read_file(disk, root))
+    assert not any(t.name.startswith("vault-fetch") and t.is_alive() for t in threading.enumerate())
