@@ -490,3 +490,42 @@ def test_an_abandoned_export_stops_its_read_ahead(tmp_path) -> None:
     assert any(t.name.startswith("vault-fetch") for t in threading.enumerate())
     blocks.close()
     assert not any(t.name.startswith("vault-fetch") and t.is_alive() for t in threading.enumerate())
+
+
+@settings(max_examples=15, deadline=None)
+@given(leaves=st.integers(1, 24), fail_at=st.one_of(st.none(), st.integers(1, 25)), present=st.integers(0, 3))
+def test_parallel_import_either_completes_or_counts_what_landed(tmp_path_factory, leaves, fail_at, present) -> None:
+    import threading
+
+    from vault.blockstore import FilesystemBlockstore
+
+    src = MemoryBlockstore()
+    root = import_bytes(hashlib.shake_256(b"%d" % leaves).digest(leaves << 18), "v1", src.put)  # 256 KiB leaves
+    car = io.BytesIO()
+    total = export_car(src, root, car)
+    store = FilesystemBlockstore(tmp_path_factory.mktemp("repo"))
+    for cid in [c for c in walk_dag(src, root) if c.codec == RAW][:present]:
+        store.put(cid, src.get(cid))  # some already there: skipped, not counted
+    before = len(list(store.iter_cids()))
+    calls, lock = [0], threading.Lock()
+    real_put = FilesystemBlockstore.put
+
+    def put(self, cid, block):
+        with lock:
+            calls[0] += 1
+            n = calls[0]
+        if n == fail_at:
+            raise OSError(28, "No space left on device")
+        return real_put(self, cid, block)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(FilesystemBlockstore, "put", put)
+        try:
+            added = import_car(store, io.BytesIO(car.getvalue()))
+        except OSError as exc:
+            landed = len(list(store.iter_cids())) - before
+            notes = getattr(exc, "__notes__", [])
+            assert (notes == [] and landed == 0) or notes[0].startswith(f"{landed} of the {total} blocks")
+        else:
+            assert added == [root]
+            assert b"".join(export(root, store.get)) == b"".join(export(root, src.get))
