@@ -168,7 +168,8 @@ class _Prefetch:
 def disk_prefetch(store: Any, lanes: int) -> _Prefetch:
     """The read-ahead for a FilesystemBlockstore `store`: leaves read past the page cache
     (get(verify=False, direct=True): the caller checks them through verify()), `lanes` at
-    a time checked, twice that many read ahead. Vault.open and car.dag_blocks use it."""
+    a time checked on a thread of their own, twice that many read ahead (4 for one lane:
+    the caller hashes). Vault.open (1 lane), vault.read_file and car.dag_blocks use it."""
     return _Prefetch(functools.partial(store.get, verify=False, direct=True),
                      ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
 
