@@ -165,11 +165,11 @@ class _Prefetch:
             self._checker.shutdown(wait=True, cancel_futures=True)
 
 
-def disk_prefetch(store: Any, lanes: int) -> _Prefetch:
+def disk_prefetch(store: Any, lanes: int = max(1, _accel.lanes)) -> _Prefetch:
     """The read-ahead for a FilesystemBlockstore `store`: leaves read past the page cache
     (get(verify=False, direct=True): the caller checks them through verify()), `lanes` at
-    a time checked on a thread of their own, twice that many read ahead (4 for one lane:
-    the caller hashes). Vault.open (1 lane), vault.read_file and car.dag_blocks use it."""
+    a time (default: as many as this CPU hashes side by side) checked on a thread of their
+    own, twice that many read ahead (4 for one lane: the caller hashes). Vault.open (1 lane), vault.read_file and car.dag_blocks use it."""
     return _Prefetch(functools.partial(store.get, verify=False, direct=True),
                      ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
 

@@ -346,6 +346,15 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 _NATIVE = _accel.available
 
 
+def _thread_buffer(local: threading.local, size: int) -> mmap.mmap:
+    """This thread's page-aligned buffer kept in `local`, grown to at least `size` bytes
+    (a multiple of _ALIGN)."""
+    buf = getattr(local, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = local.buf = mmap.mmap(-1, -(-size // _ALIGN) * _ALIGN)
+    return buf
+
+
 _WRITE_BUFFERS = threading.local()  # one aligned buffer per putting thread
 
 
@@ -354,10 +363,7 @@ def _aligned_copy(data: bytes | bytearray | memoryview) -> memoryview:
     a direct put of bytes that are not page-aligned (an Importer's blocks, as in `ipfs
     add`) would otherwise be refused and go through the page cache, and one copy costs
     far less than the new page-cache pages."""
-    buf = getattr(_WRITE_BUFFERS, "buf", None)
-    if buf is None or len(buf) < len(data):
-        buf = _WRITE_BUFFERS.buf = mmap.mmap(-1, -(-len(data) // _ALIGN) * _ALIGN)
-    view = memoryview(buf)[: len(data)]
+    view = memoryview(_thread_buffer(_WRITE_BUFFERS, len(data)))[: len(data)]
     view[:] = data
     return view
 
@@ -484,10 +490,7 @@ def _read_direct(path: Path) -> bytes:
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
             return _read_fd(fd, size)
         need = -(-size // _ALIGN) * _ALIGN
-        buf = getattr(_READ_BUFFERS, "buf", None)
-        if buf is None or len(buf) < need:
-            buf = _READ_BUFFERS.buf = mmap.mmap(-1, need)
-        view = memoryview(buf)[:need]
+        view = memoryview(_thread_buffer(_READ_BUFFERS, need))[:need]
         try:
             got = 0
             while got < size:

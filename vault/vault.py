@@ -283,7 +283,7 @@ def read_file(store: BlockStore, root: CID) -> Iterator[bytes]:
     if not isinstance(store, FilesystemBlockstore):
         yield from export(root, _get_once_verified(store))
         return
-    prefetch = disk_prefetch(store, LANES)
+    prefetch = disk_prefetch(store)
     try:
         yield from export(root, prefetch, prefetch.verify)
     finally:
