@@ -19,9 +19,11 @@ that fsyncs does not also pay for the writeback of the previous run's output; th
 so that noise from a shared machine hits both tools alike, the order within a pair
 alternating from round to round (whichever writes first gets the pages just freed). The ratios use the
 best (minimum) wall time of each tool; medians are reported too. CPU seconds (all threads
-of this process / the age child, user + system) and the 1-minute load average before and
-after are reported, since wall time on a loaded machine says little. Targets are
-reported, not asserted.
+of this process / the age child, user + system), the 1-minute load average before and
+after, and the CPU steal share (steal_percent per timed run, steal_percent_throughput over
+all rounds: the time a shared VM's CPUs were running other guests, from /proc/stat) are
+reported, since wall time on a loaded machine says little. Targets are reported, not
+asserted.
 
     .venv/bin/python benchmarks/vault.py [--size-mib 256] [--rss-size-mib 1024] [--repeat 4]
 """
@@ -62,17 +64,46 @@ def _identity(workdir: Path):
     return identity, key
 
 
-def _timed(fn, cpu: list[float]) -> float:
-    """Wall seconds of fn(); appends its CPU seconds (this process's threads + children) to cpu."""
+def cpu_ticks(stat: str) -> tuple[int, int] | None:
+    """(steal, total) clock ticks of all CPUs from the text of /proc/stat, None when its
+    first line is not the aggregate "cpu" line or has no steal column (Linux < 2.6.11)."""
+    fields = stat.split("\n", 1)[0].split()
+    if len(fields) < 9 or fields[0] != "cpu" or not all(f.isdigit() for f in fields[1:]):
+        return None
+    ticks = [int(f) for f in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    return ticks[7], sum(ticks)  # guest time is already counted in user (and nice)
+
+
+def steal_percent(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of CPU time the hypervisor gave to other guests between two readings:
+    on a shared VM, a round with a high share ran on less than the machine's CPUs (CPU-bound
+    work such as `age` slows with it; work waiting for the disk less so)."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100 * (after[0] - before[0]) / (after[1] - before[1]), 1)
+
+
+def _read_ticks() -> tuple[int, int] | None:
+    try:
+        with open("/proc/stat") as fh:
+            return cpu_ticks(fh.read(4096))
+    except OSError:  # not Linux
+        return None
+
+
+def _timed(fn, cpu: list[float], steal: list[float | None]) -> float:
+    """Wall seconds of fn(); appends its CPU seconds (this process's threads + children) to
+    cpu and the machine's steal share during it (steal_percent) to steal."""
     def used() -> float:
         me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
     os.sync()  # untimed: nobody's fsync pays for the previous run's dirty pages
-    start, cpu0 = time.perf_counter(), used()
+    ticks, start, cpu0 = _read_ticks(), time.perf_counter(), used()
     fn()
     wall = time.perf_counter() - start
     cpu.append(used() - cpu0)
+    steal.append(steal_percent(ticks, _read_ticks()))
     return wall
 
 
@@ -110,6 +141,8 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
     times: dict[str, list[float]] = {"seal": [], "open": [], "age_e": [], "age_d": [], "age_e_fsync": [],
                                      "age_d_fsync": []}
     cpu: dict[str, list[float]] = {k: [] for k in times}
+    steal: dict[str, list[float | None]] = {k: [] for k in times}
+    ticks = _read_ticks()
     profile = None
     # One store for every round, as a node keeps one: a new version lands among the shard
     # directories that earlier ones made (the first round makes most of them). Nothing is
@@ -164,7 +197,7 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
         order = (["age_e", "seal", "age_e_fsync", "age_d", "open", "age_d_fsync"] if n % 2 == 0
                  else ["seal", "age_e", "age_e_fsync", "open", "age_d", "age_d_fsync"])
         for name in order:
-            times[name].append(_timed(steps[name], cpu[name]))
+            times[name].append(_timed(steps[name], cpu[name], steal[name]))
         assert sealed is not None
         profile = sealed.profile
         if out.stat().st_size != src.stat().st_size or dec.stat().st_size != src.stat().st_size:
@@ -173,6 +206,7 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
             path.unlink()
     shutil.rmtree(store_dir)
     src.unlink()
+    steal_all = steal_percent(ticks, _read_ticks())
     best = {k: min(v) for k, v in times.items()}
     med = {k: statistics.median(v) for k, v in times.items()}
     cpu_best = {k: min(v) for k, v in cpu.items()}
@@ -201,6 +235,8 @@ def _throughput(size_mib: int, repeat: int, workdir: Path, accelerate: bool = Tr
         "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
         "seal_cpu_ratio_vs_age": round(cpu_best["age_e"] / cpu_best["seal"], 2),
         "open_cpu_ratio_vs_age": round(cpu_best["age_d"] / cpu_best["open"], 2),
+        "steal_percent": dict(steal),
+        "steal_percent_throughput": steal_all,
     }
 
 

@@ -3,6 +3,7 @@ wall times it reports, and it leaves nothing behind. No timing is asserted (shar
 noisy machines): only that the figures are the ones the script says they are."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -49,8 +50,33 @@ def test_one_json_line_whose_ratios_follow_from_its_wall_times(tmp_path):
     assert 0 < result["imports_only_rss_mib"] <= result["seal_peak_rss_mib"]
     assert result["open_peak_rss_mib"] > 0
     assert result["disk_write_s"] > 0 and result["disk_read_and_write_s"] > 0
+    assert set(result["steal_percent"]) == set(walls)
+    shares = [x for v in result["steal_percent"].values() for x in v] + [result["steal_percent_throughput"]]
+    assert len(shares) == 13 and all(x is None or 0 <= x <= 100 for x in shares)
+    if Path("/proc/stat").exists():  # Linux: the overall share is always known there
+        assert result["steal_percent_throughput"] is not None
     assert result["targets"] == {"seal_ratio_vs_age": ">= 1.0", "open_ratio_vs_age": ">= 1.0",
                                  "peak_rss_mib": "<= 100"}
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_vault", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_steal_share_comes_from_the_aggregate_cpu_line():
+    bench = _bench_module()
+    # user nice system idle iowait irq softirq steal guest guest_nice, then per-CPU lines
+    before = bench.cpu_ticks("cpu  100 0 50 800 10 0 5 35 0 0\ncpu0 50 0 25 400 5 0 3 17 0 0\n")
+    after = bench.cpu_ticks("cpu  160 0 70 900 10 0 5 55 7 0\ncpu0 1 2 3 4 5 6 7 8 9 0\n")
+    assert before == (35, 1000) and after == (55, 1200)  # guest is inside user: not added twice
+    assert bench.steal_percent(before, after) == 10.0  # 20 of 200 ticks
+    assert bench.steal_percent(after, after) is None  # no time passed: no share
+    assert bench.steal_percent(None, after) is None
+    for text in ("", "intr 1 2 3\n", "cpu  1 2 3 4\n", "cpu  1 2 3 4 5 6 7 x\n"):
+        assert bench.cpu_ticks(text) is None, text
 
 
 def test_no_accel_is_reported_as_such(tmp_path):
