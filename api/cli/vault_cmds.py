@@ -12,7 +12,7 @@ Content goes to the embedded blockstore under the home directory (`--home`, else
 $TWINLEDGER_HOME, else ~/.twinledger; blocks in <home>/blocks) or to a Kubo daemon with
 `--kubo URL`. Errors print one line on stderr and exit 1; progress bars (add, cat, car
 export, car import: verifying, then storing) appear on stderr only when it is a terminal,
-for 8 MiB and more.
+for 8 MiB and more, or of a size not known ahead (a Kubo daemon's DAG export).
 """
 from __future__ import annotations
 

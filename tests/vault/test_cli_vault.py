@@ -386,3 +386,24 @@ def test_add_writes_its_blocks_as_seal_does(tmp_path, home, run, monkeypatch) ->
     cid = run("ipfs", "add", str(write(tmp_path, "f", data))).stdout.strip()
     assert batches == [{"background": True, "direct": True}]
     assert run("ipfs", "cat", cid).stdout_bytes == data
+
+
+def test_car_export_of_a_dag_that_is_not_unixfs_works_on_a_terminal_too(tmp_path, home, run, monkeypatch) -> None:
+    from api.cli import vault_cmds
+    from vault._mfdagpb import encode_link, encode_node
+    from vault.cid import DAG_PB
+
+    store = FilesystemBlockstore(home)
+    leaf = os.urandom(1000)
+    cleaf = CID.from_sha256(leaf)
+    block = encode_node([encode_link(cleaf.to_bytes(), len(leaf))], b"not unixfs")
+    root = CID.from_sha256(block, DAG_PB, 1)
+    store.put(cleaf, leaf)
+    store.put(root, block)
+    for terminal in (False, True):
+        monkeypatch.setattr(vault_cmds, "_interactive", lambda: terminal)
+        car = tmp_path / f"dag-{terminal}.car"
+        result = run("car", "export", str(root), "-o", str(car))
+        assert result.exit_code == 0, result.output
+        roots, blocks = read_car(io.BytesIO(car.read_bytes()))
+        assert roots == [root] and [c for c, _ in blocks] == [root, cleaf]

@@ -403,3 +403,20 @@ def test_dag_stat_of_something_else_than_a_file() -> None:
         dag_stat(directory, {directory: block + b"x"}.__getitem__)
     with pytest.raises(InputValidationError):
         dag_stat(str(directory), {}.__getitem__)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("data", [None, b"", b"not protobuf", b"\xff\xff"], ids=["no-data", "empty", "text", "junk"])
+def test_dag_stat_of_a_dag_pb_root_that_is_not_unixfs_counts_its_links(data) -> None:
+    """A CAR export takes any dag-pb DAG, so its progress total must not need UnixFS."""
+    from vault.unixfs import dag_stat
+
+    leaf = b"leaf bytes"
+    cleaf = CID.from_sha256(leaf)
+    block = encode_node([encode_link(cleaf.to_bytes(), len(leaf))], data)
+    root = CID.from_sha256(block, DAG_PB, 1)
+    stat = dag_stat(root, {root: block, cleaf: leaf}.__getitem__)
+    assert stat.size is None and stat.dag_size == len(block) + len(leaf)
+    broken = b"\xff\xff"  # not dag-pb at all: the export fails on it too
+    cid = CID.from_sha256(broken, DAG_PB, 1)
+    with pytest.raises(IntegrityError):
+        dag_stat(cid, {cid: broken}.__getitem__)

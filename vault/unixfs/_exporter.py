@@ -42,7 +42,9 @@ class DagStat:
 
 def dag_stat(root: CID, get_block: GetBlock) -> DagStat:
     """Read and verify the root block only, for a progress bar's total: the sizes are what
-    the root claims; export() checks them against the blocks under it."""
+    the root claims; export() checks them against the blocks under it. `size` is None
+    unless the root is a raw block or a UnixFS file; `dag_size` is the root's own length
+    plus its links' Tsize (a subtree linked twice counts twice)."""
     if not isinstance(root, CID):
         raise InputValidationError(f"dag_stat needs a CID, not {type(root).__name__}")
     block = get_block(root)
@@ -51,9 +53,12 @@ def dag_stat(root: CID, get_block: GetBlock) -> DagStat:
         return DagStat(len(block) if root.codec == RAW else None, len(block))
     try:
         links, data = decode_node(block)
-        node = decode_data(data) if data is not None else None
     except FormatError as exc:
         raise IntegrityError(f"malformed dag-pb node {root}: {exc}") from None
+    try:
+        node = decode_data(data) if data is not None else None
+    except FormatError:
+        node = None  # dag-pb that is not UnixFS (a CAR export takes any): no file size
     size = None
     if node is not None and node.type in (T_FILE, T_RAW):
         size = (len(node.data) if node.data is not None else 0) + sum(node.blocksizes)
