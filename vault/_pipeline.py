@@ -79,10 +79,17 @@ class _Prefetch:
     With `lanes` > 1 the leaves are also checked against their CIDs here, `lanes` at a time
     (vault/_accel.sha256_many: 16 SHA-256 side by side with AVX-512, on a thread of its
     own), and export() is handed verify() so that it does not hash them a second time: it
-    accepts a block only if it is the very object that was checked (else it hashes it)."""
+    accepts a block only if it is the very object that was checked (else it hashes it).
 
-    def __init__(self, get: GetBlock, *, ahead: int = 4, threads: int = 2, lanes: int = 1) -> None:
+    `once`: for a caller that asks for each CID once (car.dag_blocks, whose `seen` set it
+    is): the plan then takes each link once and leaves out those already seen, so that a
+    leaf repeated in a file does not drop the read-ahead for the rest of its node. Without
+    it (export(), which yields a repeated leaf each time) every link is planned."""
+
+    def __init__(self, get: GetBlock, *, ahead: int = 4, threads: int = 2, lanes: int = 1,
+                 once: set[bytes] | None = None) -> None:
         self._get = get
+        self._once = once
         self._ahead = ahead
         self._lanes = lanes
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="vault-fetch")
@@ -109,6 +116,9 @@ class _Prefetch:
                 links = []  # export() rejects the block
             if links and all(link.codec == RAW for link in links):
                 self._reset()
+                if self._once is not None:
+                    seen = self._once
+                    links = [link for link in dict.fromkeys(links) if link.to_bytes() not in seen]
                 self._plan.extend(links)
                 self._fill()
         return data
@@ -165,13 +175,14 @@ class _Prefetch:
             self._checker.shutdown(wait=True, cancel_futures=True)
 
 
-def disk_prefetch(store: Any, lanes: int = max(1, _accel.lanes)) -> _Prefetch:
+def disk_prefetch(store: Any, lanes: int = max(1, _accel.lanes), *, once: set[bytes] | None = None) -> _Prefetch:
     """The read-ahead for a FilesystemBlockstore `store`: leaves read past the page cache
     (get(verify=False, direct=True): the caller checks them through verify()), `lanes` at
     a time (default: as many as this CPU hashes side by side) checked on a thread of their
-    own, twice that many read ahead (4 for one lane: the caller hashes). Vault.open (1 lane), vault.read_file and car.dag_blocks use it."""
+    own, twice that many read ahead (4 for one lane: the caller hashes). Vault.open (1
+    lane), vault.read_file and car.dag_blocks use it; `once`: see _Prefetch."""
     return _Prefetch(functools.partial(store.get, verify=False, direct=True),
-                     ahead=2 * lanes if lanes > 1 else 4, lanes=lanes)
+                     ahead=2 * lanes if lanes > 1 else 4, lanes=lanes, once=once)
 
 
 class _InOrder:

@@ -66,17 +66,21 @@ def write_car(roots: list[CID], blocks: Iterable[tuple[CID, bytes]], out: Binary
     return count
 
 
-def dag_blocks(store: BlockStore, root: CID) -> Iterator[tuple[CID, bytes]]:
+def dag_blocks(store: BlockStore, root: CID, *, read_ahead: bool = True) -> Iterator[tuple[CID, bytes]]:
     """(cid, block) for the DAG under root: depth-first pre-order, links in order, each CID
     once (what `ipfs dag export` and trustless gateways send), each block verified.
 
-    From a FilesystemBlockstore the leaves of a node are read ahead past the page cache,
-    as open reads them, and checked 16 at a time on a thread of their own
-    (vault/_pipeline.disk_prefetch): a 256 MiB export took 0.26 s instead of 0.40 s here
-    (medians of 6); hashing them on this thread, as open does, 0.37 s."""
-    prefetch = disk_prefetch(store) if isinstance(store, FilesystemBlockstore) else None
+    From a FilesystemBlockstore, with `read_ahead`, the leaves of a node are read ahead
+    past the page cache, as open reads them, and checked on a thread of their own as many
+    at a time as this CPU hashes side by side (vault/_pipeline.disk_prefetch; 16 with
+    AVX-512): a 256 MiB export took 0.26 s instead of 0.40 s here (medians of 6); hashing
+    them on this thread, as open does, 0.37 s. That holds up to 2 x lanes leaves (32 MiB)
+    and three threads for as long as the consumer takes: a server streaming to clients
+    that may stall passes read_ahead=False (one block at a time, through the page cache,
+    so a DAG asked for often stays cached)."""
+    seen: set[bytes] = set()
+    prefetch = disk_prefetch(store, once=seen) if read_ahead and isinstance(store, FilesystemBlockstore) else None
     try:
-        seen: set[bytes] = set()
         stack = [root]
         while stack:
             cid = stack.pop()
@@ -173,8 +177,8 @@ def read_car(src: BinaryIO) -> tuple[list[CID], Iterator[tuple[CID, bytes]]]:
 # Blocks are checked in groups of up to 16 (or 16 MiB): with the native accelerator 16
 # SHA-256 run side by side on one core (vault/_accel.sha256_many): reading and checking a
 # 256 MiB CAR took 0.145 s instead of 0.19 s here. Nothing of a group is yielded before
-# the whole group is checked, and the blocks before a bad one (or before a framing error)
-# come out first, as one by one.
+# the whole group is checked, and the blocks before a bad one (or before a framing error,
+# or a failed read of the source) come out first, as one by one.
 _GROUP_BYTES = 16 << 20
 
 
@@ -184,7 +188,7 @@ def _sections(src: BinaryIO) -> Iterator[tuple[CID, bytes]]:
     while True:
         try:
             section = _read_section(src, index)
-        except InvalidCARError:
+        except Exception:  # a framing error, or the source's own (OSError, a network error)
             yield from _checked(group)
             raise
         if section is None:
@@ -289,24 +293,32 @@ def _put_in_parallel(store: FilesystemBlockstore, spool: BinaryIO, staged: list[
                      progress: Callable[[int], None] | None, added: _Count) -> None:
     """Put the staged blocks the store lacks on _WRITERS threads, each from a page-aligned
     buffer (what O_DIRECT wants; the store keeps no reference to what it is given) of a
-    pool of _WRITERS + 1, filled from the spool on this thread. After a failed put no
-    other is started; the first failure, in staged order, is raised once the puts under
-    way have ended."""
+    pool of _WRITERS + 1, filled from the spool on this thread; a block larger than the
+    pool's buffers (import_blocks takes any, only read_car caps them at MAX_SECTION_SIZE)
+    gets a mapping of its own, still holding a pool buffer so that no more are in flight.
+    After a failed put no other is started (one already queued is skipped); the first
+    failure, in staged order, is raised once the puts under way have ended."""
     free: queue.Queue[mmap.mmap] = queue.Queue()
     for _ in range(_WRITERS + 1):
         free.put(mmap.mmap(-1, MAX_SECTION_SIZE))
     failed = threading.Event()
 
-    def put(cid: CID, buffer: mmap.mmap, size: int) -> None:
+    def put(cid: CID, token: mmap.mmap, buffer: mmap.mmap, size: int) -> None:
         try:
+            if failed.is_set():
+                raise _Skipped
             with memoryview(buffer) as view:
                 store.put(cid, view[:size])
             added.add()
+        except _Skipped:
+            raise
         except BaseException:
             failed.set()
             raise
         finally:
-            free.put(buffer)
+            if buffer is not token:
+                buffer.close()
+            free.put(token)
 
     pending: collections.deque[tuple[Future[None] | None, int]] = collections.deque()
 
@@ -314,7 +326,10 @@ def _put_in_parallel(store: FilesystemBlockstore, spool: BinaryIO, staged: list[
         while pending and (until_done or pending[0][0] is None or pending[0][0].done()):
             future, size = pending.popleft()
             if future is not None:
-                future.result()  # the first failure in order
+                try:
+                    future.result()  # the first failure in order
+                except _Skipped:  # a later put than the one that failed: not stored, not reported
+                    continue
             if progress is not None:
                 progress(size)
 
@@ -326,18 +341,30 @@ def _put_in_parallel(store: FilesystemBlockstore, spool: BinaryIO, staged: list[
                 if store.has(cid):
                     pending.append((None, size))
                 else:
-                    buffer = free.get()
+                    token = free.get()
+                    if failed.is_set():  # while this thread waited for a buffer
+                        free.put(token)
+                        break
+                    buffer = token
                     try:
+                        if size > len(token):
+                            buffer = mmap.mmap(-1, size)
                         spool.seek(start)
                         _read_into(spool, buffer, size)
                     except BaseException:
-                        free.put(buffer)
+                        if buffer is not token:
+                            buffer.close()
+                        free.put(token)
                         raise
-                    pending.append((pool.submit(put, cid, buffer, size), size))
+                    pending.append((pool.submit(put, cid, token, buffer, size), size))
                 report(False)
         finally:
             wait([f for f, _ in pending if f is not None])
         report(True)
+
+
+class _Skipped(Exception):
+    """A put that _put_in_parallel did not start because an earlier one had failed."""
 
 
 def _read_into(spool: BinaryIO, buffer: mmap.mmap, size: int) -> None:

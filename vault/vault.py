@@ -277,9 +277,10 @@ class Vault:
 def read_file(store: BlockStore, root: CID) -> Iterator[bytes]:
     """The bytes of the UnixFS file `root` as stored (nothing is decrypted: what `ipfs cat`
     prints), every block verified. From a FilesystemBlockstore the leaves are read ahead
-    past the page cache, as open reads them, and checked 16 at a time on a thread of
-    their own, as CAR export does (this caller, too, has output to write): 256 MiB from
-    the disk in 0.45 s instead of 0.72 s here."""
+    past the page cache, as open reads them, and checked on a thread of their own as
+    many at a time as this CPU hashes side by side (16 with AVX-512), as CAR export does
+    (this caller, too, has output to write): 256 MiB from the disk in 0.45 s instead of
+    0.72 s here."""
     if not isinstance(store, FilesystemBlockstore):
         yield from export(root, _get_once_verified(store))
         return

@@ -75,7 +75,9 @@ def _parse(cid: str) -> CID:
 
 def _car_stream(node, root: CID, header: bytes) -> Iterator[bytes]:
     yield header
-    for cid, data in dag_blocks(node.blockstore, root):
+    # One block at a time: a client may read slowly or stall, and a read-ahead would hold
+    # its blocks and threads meanwhile (and read past the page cache a DAG asked for often).
+    for cid, data in dag_blocks(node.blockstore, root, read_ahead=False):
         cid_bytes = cid.to_bytes()
         yield _varint(len(cid_bytes) + len(data)) + cid_bytes + data
 

@@ -87,6 +87,22 @@ def test_catalog_lists_and_pages(alice_node, published, members):
     assert detail["version_count"] == 1 and [v["version"] for v in detail["versions"]] == [1]
 
 
+def test_gateway_car_stream_reads_one_block_at_a_time(alice_node, published, monkeypatch):
+    """A client may stall mid-stream: the gateway holds no read-ahead (blocks, threads) for it."""
+    from vault import car
+
+    def no_read_ahead(*args, **kwargs):
+        raise AssertionError("the gateway's CAR stream must not read ahead")
+
+    monkeypatch.setattr(car, "disk_prefetch", no_read_ahead)
+    root = CID.decode(published[1]["cid"])
+    response = alice_node.client.get(f"/ipfs/{root}?format=car")
+    assert response.status_code == 200
+    roots, blocks = read_car(io.BytesIO(response.content))
+    assert roots == [root] and b"".join(d for c, d in blocks if c.codec == 0x55) == \
+        b"".join(export(root, alice_node.node.blockstore.get))
+
+
 def test_gateway_serves_verifiable_car_and_raw(alice_node, published):
     _, body = published
     root = CID.decode(body["cid"])

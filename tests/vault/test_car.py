@@ -529,3 +529,114 @@ def test_parallel_import_either_completes_or_counts_what_landed(tmp_path_factory
         else:
             assert added == [root]
             assert b"".join(export(root, store.get)) == b"".join(export(root, src.get))
+
+
+# -- review findings (session 9) -----------------------------------------------------------
+def test_import_into_a_filesystem_store_takes_blocks_larger_than_a_car_section(tmp_path) -> None:
+    """import_blocks takes any blocks (only read_car caps a section): one of 3 MiB, among
+    small ones, lands whole instead of failing as a short read of the spool."""
+    from vault.blockstore import FilesystemBlockstore
+    from vault.car import import_blocks
+
+    big = hashlib.shake_256(b"big").digest((3 << 20) + 5)
+    blocks = _numbered(3) + [(CID.from_sha256(big, RAW, 1), big)] + _numbered(6)[3:]
+    store = FilesystemBlockstore(tmp_path / "repo")
+    assert import_blocks(store, blocks) == 7
+    for cid, data in blocks:
+        assert store.get(cid) == data
+
+
+def test_no_put_starts_after_one_failed(tmp_path, monkeypatch) -> None:
+    """With one writer thread the next put is already queued when the first one fails: it
+    must be skipped (no write to a disk that is full), not reported as stored or done."""
+    import threading
+    import time
+
+    from vault import car as car_module
+    from vault.blockstore import FilesystemBlockstore
+    from vault.car import import_blocks
+
+    monkeypatch.setattr(car_module, "_WRITERS", 1)
+    blocks = [(CID.from_sha256(d, RAW, 1), d) for d in (os.urandom(8192) for _ in range(6))]
+    calls, lock = [], threading.Lock()
+
+    def put(self, cid, block):
+        with lock:
+            calls.append(cid)
+        time.sleep(0.05)  # meanwhile the caller queues the next put behind this one
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    done: list[int] = []
+    with pytest.raises(OSError, match="No space") as caught:
+        import_blocks(FilesystemBlockstore(tmp_path / "repo"), blocks, done.append)
+    assert calls == [blocks[0][0]] and done == []
+    assert not getattr(caught.value, "__notes__", None)  # nothing was stored
+
+
+def test_read_ahead_survives_a_leaf_repeated_in_a_node(tmp_path, monkeypatch) -> None:
+    """dag_blocks sends a repeated CID once: the read-ahead plans each once too, so every
+    leaf still comes from the fetch threads, none from the caller's."""
+    import threading
+
+    from vault._mfdagpb import encode_link, encode_node
+    from vault.blockstore import FilesystemBlockstore
+
+    store = FilesystemBlockstore(tmp_path / "repo")
+    leaves = [(CID.from_sha256(d, RAW, 1), d) for d in (os.urandom(70000) for _ in range(10))]
+    for cid, data in leaves:
+        store.put(cid, data)
+    order = [leaves[0], leaves[1], leaves[0]] + leaves[2:6] + [leaves[3]] + leaves[6:]
+    node = encode_node([encode_link(c.to_bytes(), len(d)) for c, d in order], None)
+    root = CID.from_sha256(node, DAG_PB, 1)
+    store.put(root, node)
+    readers: dict[CID, str] = {}
+    real_get = FilesystemBlockstore.get
+
+    def get(self, cid, **kw):
+        readers[cid] = threading.current_thread().name
+        return real_get(self, cid, **kw)
+
+    monkeypatch.setattr(FilesystemBlockstore, "get", get)
+    got = list(dag_blocks(store, root))
+    assert [c for c, _ in got] == [root] + [c for c, _ in leaves]
+    assert all(readers[c].startswith("vault-fetch") for c, _ in leaves), readers
+
+
+def test_dag_blocks_without_read_ahead_reads_one_block_at_a_time_on_its_caller(tmp_path) -> None:
+    import threading
+
+    src = MemoryBlockstore()
+    root = import_bytes(hashlib.shake_256(b"g").digest(3 << 20), "v1", src.put)
+    store = _fs_copy(tmp_path, src)
+    before = set(threading.enumerate())
+    blocks = dag_blocks(store, root, read_ahead=False)
+    first = [next(blocks), next(blocks)]
+    assert set(threading.enumerate()) == before  # no fetch or checker threads held
+    assert first + list(blocks) == list(dag_blocks(src, root))
+
+
+class _FailingSource(io.BytesIO):
+    """A CAR source whose read fails (a disk or network error) once `limit` bytes are read."""
+
+    def __init__(self, data: bytes, limit: int) -> None:
+        super().__init__(data)
+        self._limit = limit
+
+    def read(self, n: int = -1) -> bytes:
+        if self.tell() >= self._limit:
+            raise OSError(5, "Input/output error")
+        return super().read(n if n < 0 else min(n, self._limit - self.tell()))
+
+
+@pytest.mark.parametrize("cut", [1, 7, 16, 20])
+def test_a_failing_source_yields_the_checked_sections_before_the_error(cut) -> None:
+    blocks = _numbered(24)
+    car = _car([blocks[0][0]], blocks)
+    src = _FailingSource(car, len(_car([blocks[0][0]], blocks[:cut])))
+    _, sections = read_car(src)
+    got = []
+    with pytest.raises(OSError, match="Input/output"):
+        for cid, _ in sections:
+            got.append(cid)
+    assert got == [c for c, _ in blocks[:cut]]
