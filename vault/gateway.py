@@ -5,15 +5,22 @@
                                           order=dfs; dups=n                   a whole DAG
 
 No gateway is trusted: every block is hashed against its CID, a CAR must name the
-requested root, may only carry blocks linked from blocks already received (so nothing
-unrequested is stored), and must end complete. Any failure — connection error, HTTP
-error, malformed CAR, hash mismatch, wrong root, missing block — moves on to the next
-gateway; when all fail, GatewayError lists each gateway's reason. Errors of the local
-store (disk full …) are not the gateway's fault and propagate at once.
+requested root, may only carry blocks linked from blocks already received, each as often
+as the blocks received link to it (so nothing unrequested is stored, and a stream that
+repeats itself ends), and must end complete. Responses are taken uncompressed only
+(Accept-Encoding: identity; a compressed one is refused, so a small body cannot inflate
+past the size caps), and each attempt must keep up a minimum pace (`min_rate` bytes/s
+on average after `timeout` seconds of grace), so a gateway that drips bytes just inside
+httpx's per-read timeout is failed over from too. Any failure — connection error, HTTP
+error, malformed CAR, hash mismatch, wrong root, missing block, too slow — moves on to
+the next gateway; when all fail, GatewayError lists each gateway's reason. Errors of the
+local store (disk full …) are not the gateway's fault and propagate at once.
 """
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -39,7 +46,43 @@ class _BadResponse(Exception):
     """The gateway answered, but not with what the protocol requires."""
 
 
-_FAILOVER = (httpx.HTTPError, _BadResponse, InputValidationError, IntegrityError)
+# httpx errors are the gateway's only where its response is read (_Paced turns them into
+# _BadResponse there): one raised by a store that talks HTTP itself must not fail over.
+_FAILOVER = (_BadResponse, InputValidationError, IntegrityError)
+_IDENTITY = {"Accept-Encoding": "identity"}
+MIN_RATE = 64 << 10  # bytes/s an attempt must average once its grace (the timeout) is over
+
+
+class _Paced:
+    """The body of one gateway response, chunk by chunk as it arrives, failing with
+    _BadResponse when the transfer falls behind the pace (`grace` seconds plus one second
+    per `min_rate` bytes received) or when httpx fails. A compressed body is refused
+    before it is read, so iter_bytes decodes nothing."""
+
+    def __init__(self, resp: httpx.Response, grace: float, min_rate: float) -> None:
+        encoding = resp.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise _BadResponse(f"compressed response ({encoding}) to a request for identity")
+        self._chunks = resp.iter_bytes()
+        self._start = time.monotonic()
+        self._grace = grace
+        self._rate = min_rate
+        self.received = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            try:
+                chunk = next(self._chunks, None)
+            except httpx.HTTPError as exc:
+                raise _BadResponse(f"{type(exc).__name__}: {exc}") from None
+            if chunk is None:
+                return
+            self.received += len(chunk)
+            elapsed = time.monotonic() - self._start
+            if elapsed > self._grace + self.received / self._rate:
+                raise _BadResponse(f"too slow: {self.received} bytes in {elapsed:.1f} s "
+                                   f"(at least {self._rate:.0f} bytes/s after {self._grace:.0f} s)")
+            yield chunk
 
 
 class _StreamReader:
@@ -65,38 +108,36 @@ class _StreamReader:
 
 
 def _linked_only(root: CID, blocks: Iterator[tuple[CID, bytes]]) -> Iterator[tuple[CID, bytes]]:
-    """Pass blocks through only if each was linked from the root or an earlier block;
-    at the end, require that every linked block arrived."""
+    """Pass blocks through only if each was linked from the root or an earlier block, and
+    no more often than the blocks received so far link to it (a gateway that ignores
+    dups=n sends a block once per reference, and re-sends the subtree under it: each copy
+    of a node grants its links once more); at the end, require that every linked block
+    arrived. So the stream is as long as a walk of the DAG at most, never endless."""
+    allowed = {root.to_bytes(): 1}  # arrivals still allowed per block: references not yet used
     pending = {root.to_bytes()}
-    done: set[bytes] = set()
-    fanout: dict[bytes, int] = {}  # links per received block
-    references = 1
-    received = 0
+    links_of: dict[bytes, list[bytes]] = {}  # of each dag-pb node received (raw: none)
     for cid, data in blocks:
-        received += 1
         key = cid.to_bytes()
-        if key in done:  # a duplicate (dups=y) re-sends its subtree: count its links again
-            references += fanout[key]
-            if received > references:
-                raise IntegrityError(f"CAR for {root} repeats blocks more often than the DAG references them")
-            continue
-        if key not in pending:
+        if not allowed.get(key):
+            if key in links_of:
+                raise IntegrityError(f"CAR for {root} repeats block {cid} more often than the DAG references it")
             raise IntegrityError(f"CAR for {root} carries block {cid}, which no earlier block links to")
-        pending.discard(key)
-        done.add(key)
-        if cid.codec == DAG_PB:
-            try:
-                links = link_cids(data)
-            except FormatError as exc:
-                raise IntegrityError(f"malformed dag-pb block {cid}: {exc}") from None
-            references += len(links)
-            fanout[key] = len(links)
-            pending.update(k for k in (c.to_bytes() for c in links) if k not in done)
-        elif cid.codec == RAW:
-            fanout[key] = 0
-        else:
-            raise IntegrityError(f"cannot check links of codec 0x{cid.codec:x} ({cid})")
-        yield cid, data
+        allowed[key] -= 1
+        if key not in links_of:
+            if cid.codec == DAG_PB:
+                try:
+                    links_of[key] = [c.to_bytes() for c in link_cids(data)]
+                except FormatError as exc:
+                    raise IntegrityError(f"malformed dag-pb block {cid}: {exc}") from None
+            elif cid.codec == RAW:
+                links_of[key] = []
+            else:
+                raise IntegrityError(f"cannot check links of codec 0x{cid.codec:x} ({cid})")
+            pending.discard(key)
+            pending.update(k for k in links_of[key] if k not in links_of)
+            yield cid, data
+        for link in links_of[key]:  # a duplicate (dups=y) is not stored again, only counted
+            allowed[link] = allowed.get(link, 0) + 1
     if pending:
         example = CID.decode(next(iter(pending)))
         raise IntegrityError(f"CAR for {root} is incomplete: {len(pending)} block(s) missing, e.g. {example}")
@@ -106,16 +147,25 @@ class GatewayClient:
     """Fetch verified content from trustless gateways, in the order given."""
 
     def __init__(self, gateways: Sequence[str], transport: httpx.BaseTransport | None = None,
-                 timeout: float = 30.0) -> None:
+                 timeout: float = 30.0, min_rate: float = MIN_RATE) -> None:
+        """`timeout`: seconds httpx waits for any one connect or read, and the grace before
+        an attempt must average `min_rate` bytes/s (see the module docstring)."""
         if isinstance(gateways, str) or not gateways:
             raise InputValidationError("GatewayClient needs a non-empty list of gateway URLs")
+        if not (timeout > 0 and min_rate > 0):
+            raise InputValidationError(f"timeout and min_rate must be positive, got {timeout!r} and {min_rate!r}")
         urls = []
         for url in gateways:
-            parsed = httpx.URL(url)
-            if parsed.scheme not in ("http", "https") or not parsed.host:
-                raise InputValidationError(f"gateway URL must be http(s)://host[:port], got {url!r}")
+            try:
+                parsed = httpx.URL(url)
+            except (httpx.InvalidURL, TypeError) as exc:
+                raise InputValidationError(f"gateway URL {url!r} is not a URL: {exc}") from None
+            if parsed.scheme not in ("http", "https") or not parsed.host or parsed.query or parsed.fragment:
+                raise InputValidationError(f"gateway URL must be http(s)://host[:port][/path], got {url!r}")
             urls.append(url.rstrip("/"))
         self.gateways = tuple(urls)
+        self._grace = float(timeout)
+        self._min_rate = float(min_rate)
         self._client = httpx.Client(transport=transport, timeout=timeout, follow_redirects=False)
 
     def close(self) -> None:
@@ -168,32 +218,42 @@ class GatewayClient:
                 failures.append((gateway, _reason(exc)))
         raise GatewayError(str(cid), failures)
 
+    @contextlib.contextmanager
+    def _get(self, gateway: str, cid: CID, fmt: str, accept: str) -> Iterator[_Paced]:
+        """The body of GET {gateway}/ipfs/{cid}?format=fmt, once its status is 200. Only
+        the request's own httpx errors become _BadResponse (the caller's, e.g. a store's,
+        pass through the with-block unchanged)."""
+        request = self._client.build_request("GET", f"{gateway}/ipfs/{cid}", params={"format": fmt},
+                                             headers={"Accept": accept, **_IDENTITY})
+        try:
+            resp = self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise _BadResponse(f"{type(exc).__name__}: {exc}") from None
+        try:
+            if resp.status_code != 200:
+                raise _BadResponse(f"HTTP {resp.status_code}")
+            yield _Paced(resp, self._grace, self._min_rate)
+        finally:
+            resp.close()
+
     def _raw_from(self, gateway: str, cid: CID) -> bytes:
-        url = f"{gateway}/ipfs/{cid}"
-        with self._client.stream("GET", url, params={"format": "raw"}, headers={"Accept": RAW_ACCEPT}) as resp:
-            _check_status(resp)
-            body = bytearray()
-            for chunk in resp.iter_bytes():
-                body += chunk
-                if len(body) > MAX_SECTION_SIZE:
+        with self._get(gateway, cid, "raw", RAW_ACCEPT) as body:
+            data = bytearray()
+            for chunk in body:
+                data += chunk
+                if len(data) > MAX_SECTION_SIZE:
                     raise _BadResponse(f"block larger than {MAX_SECTION_SIZE} bytes")
-        data = bytes(body)
-        cid.verify(data)
-        return data
+        block = bytes(data)
+        cid.verify(block)
+        return block
 
     def _car_from(self, gateway: str, root: CID, store: BlockStore) -> int:
-        url = f"{gateway}/ipfs/{root}"
-        with self._client.stream("GET", url, params={"format": "car"}, headers={"Accept": CAR_ACCEPT}) as resp:
-            _check_status(resp)
-            roots, blocks = read_car(_StreamReader(resp.iter_bytes()))
+        with self._get(gateway, root, "car", CAR_ACCEPT) as body:
+            roots, blocks = read_car(_StreamReader(iter(body)))
             if not any(r.multihash == root.multihash for r in roots):
-                raise _BadResponse(f"CAR is for root(s) {', '.join(map(str, roots))}, not {root}")
+                named = ", ".join(map(str, roots[:3])) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+                raise _BadResponse(f"CAR is for root(s) {named}, not {root}")
             return import_blocks(store, _linked_only(root, blocks))
-
-
-def _check_status(resp: httpx.Response) -> None:
-    if resp.status_code != 200:
-        raise _BadResponse(f"HTTP {resp.status_code}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -60,12 +60,13 @@ def unreachable(request: httpx.Request) -> httpx.Response:
     raise httpx.ConnectError("connection refused", request=request)
 
 
-def client(routes: dict[str, Handler], log: list[str] | None = None) -> GatewayClient:
+def client(routes: dict[str, Handler], log: list[str] | None = None, **options: float) -> GatewayClient:
     def dispatch(request: httpx.Request) -> httpx.Response:
         if log is not None:
             log.append(request.url.host)
+        assert request.headers["accept-encoding"] == "identity"  # nothing to inflate
         return routes[request.url.host](request)
-    return GatewayClient([f"http://{host}" for host in routes], transport=httpx.MockTransport(dispatch))
+    return GatewayClient([f"http://{host}" for host in routes], transport=httpx.MockTransport(dispatch), **options)
 
 
 def _evil_cars(store: MemoryBlockstore, root: CID) -> dict[str, Handler]:
@@ -194,5 +195,107 @@ def test_duplicates_are_accepted_up_to_the_reference_count() -> None:
     client({"dups.test": serving(lambda c: _car_bytes(root, stream))}).fetch_car(root, local)
     assert len(local) == len(distinct)
     flood = stream + [stream[-1]] * 10_000
-    with pytest.raises(GatewayError, match="repeats blocks"):
+    with pytest.raises(GatewayError, match="repeats block"):
         client({"flood.test": serving(lambda c: _car_bytes(root, flood))}).fetch_car(root, MemoryBlockstore())
+
+
+# -- hostile pacing, encodings and repetitions (review, session 9) --------------------------
+def test_a_car_that_repeats_a_node_without_end_is_refused(origin) -> None:
+    """Each copy of a node grants its links once more, but nothing grants the root (or a
+    node) again: an honest CAR followed by endless copies of the root is cut off."""
+    store, root = origin
+    blocks = list(dag_blocks(store, root))
+    inner = next(c for c, _ in blocks[1:] if c.codec == DAG_PB)
+    for repeated in (blocks[0], next(b for b in blocks if b[0] == inner)):
+        flood = blocks + [repeated] * 1000
+        local = MemoryBlockstore()
+        with pytest.raises(GatewayError, match="repeats block"):
+            client({"flood.test": serving(lambda c, f=flood: _car_bytes(root, f))}).fetch_car(root, local)
+        assert len(local) == 0
+
+
+def test_a_compressed_response_is_refused_before_it_is_inflated(origin) -> None:
+    import gzip
+
+    store, root = origin
+    bomb = gzip.compress(bytes(64 << 20))  # 64 MiB of zeros in ~64 KiB
+
+    def compressed(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=bomb, headers={"content-encoding": "gzip"})
+
+    log: list[str] = []
+    leaf = next(c for c in store.iter_cids() if c.codec == RAW)
+    got = client({"gzip.test": compressed, "ok.test": honest(store)}, log).fetch_raw(leaf)
+    assert got == store.get(leaf) and log == ["gzip.test", "ok.test"]
+    with pytest.raises(GatewayError, match=r"compressed response \(gzip\)"):
+        client({"gzip.test": compressed}).fetch_car(root, MemoryBlockstore())
+
+
+class _Drip(httpx.SyncByteStream):
+    """A body sent one byte at a time, `pause` seconds apart: each read arrives well inside
+    any per-read timeout, the whole never keeps a useful pace."""
+
+    def __init__(self, body: bytes, pause: float) -> None:
+        self._body, self._pause = body, pause
+
+    def __iter__(self):
+        import time
+
+        for i in range(len(self._body)):
+            time.sleep(self._pause)
+            yield self._body[i : i + 1]
+
+
+def test_a_gateway_that_drips_bytes_is_failed_over_from(origin) -> None:
+    store, _ = origin
+    leaf = next(c for c in store.iter_cids() if c.codec == RAW)  # 100 bytes: 1 s at this pace
+
+    def drip(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=_Drip(store.get(leaf), 0.01))
+
+    log: list[str] = []
+    fetch = client({"drip.test": drip, "ok.test": honest(store)}, log, timeout=0.05, min_rate=10_000)
+    assert fetch.fetch_raw(leaf) == store.get(leaf) and log == ["drip.test", "ok.test"]
+    with pytest.raises(GatewayError, match="too slow"):
+        client({"drip.test": drip}, timeout=0.05, min_rate=10_000).fetch_raw(leaf)
+
+
+def test_an_http_error_of_the_store_is_not_blamed_on_the_gateways(origin) -> None:
+    """A store that talks HTTP itself (a Kubo daemon) fails with its own error: that must
+    propagate, not make every gateway look bad."""
+    store, root = origin
+
+    class HttpStore(MemoryBlockstore):
+        def put(self, cid, data):
+            raise httpx.ReadError("the store's daemon went away")
+
+    log: list[str] = []
+    with pytest.raises(httpx.ReadError, match="daemon went away"):
+        client({"a.test": honest(store), "b.test": honest(store)}, log).fetch_car(root, HttpStore())
+    assert log == ["a.test"]
+
+
+@pytest.mark.parametrize("url", ["http://gw.test/?x=1", "http://gw.test/#top", "http://[::1", "ftp://gw.test"])
+def test_gateway_urls_with_queries_fragments_or_bad_syntax_are_refused(url) -> None:
+    with pytest.raises(InputValidationError, match="gateway URL"):
+        GatewayClient([url])
+
+
+def test_pacing_options_must_be_positive() -> None:
+    for options in ({"timeout": 0}, {"min_rate": -1}):
+        with pytest.raises(InputValidationError, match="positive"):
+            GatewayClient(["http://gw.test"], **options)
+
+
+def test_a_car_for_many_other_roots_names_only_a_few(origin) -> None:
+    store, root = origin
+    others = [CID.from_sha256(b"%d" % i, RAW, 1) for i in range(1000)]
+    with pytest.raises(GatewayError) as caught:
+        client({"roots.test": serving(lambda c: _car_bytes_roots(others))}).fetch_car(root, MemoryBlockstore())
+    assert "and 997 more" in str(caught.value) and str(others[3]) not in str(caught.value)
+
+
+def _car_bytes_roots(roots: list[CID]) -> bytes:
+    out = io.BytesIO()
+    write_car(roots, [], out)
+    return out.getvalue()
