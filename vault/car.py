@@ -35,10 +35,10 @@ from vault._mfdagpb import link_cids
 from vault._pipeline import disk_prefetch
 from vault.age._stream import read_full
 from vault.blockstore import BlockStore, FilesystemBlockstore
-from vault.cid import CID, DAG_PB
+from vault.cid import CID, DAG_PB, RAW
 from vault.errors import BlockMismatchError, IntegrityError, InvalidCARError, InvalidCIDError
 
-__all__ = ["MAX_HEADER_SIZE", "MAX_SECTION_SIZE", "export_car", "import_blocks", "import_car",
+__all__ = ["MAX_HEADER_SIZE", "MAX_SECTION_SIZE", "export_car", "import_blocks", "import_car", "linked_only",
            "read_car", "write_car"]
 
 MAX_SECTION_SIZE = 2 << 20
@@ -108,6 +108,44 @@ def export_car(store: BlockStore, root: CID, out: BinaryIO) -> int:
     """Write the DAG under `root` as a CAR; BlockNotFoundError if a block is missing (the
     output is then incomplete: write to a temp file if that matters)."""
     return write_car([root], dag_blocks(store, root), out)
+
+
+def linked_only(root: CID, blocks: Iterator[tuple[CID, bytes]]) -> Iterator[tuple[CID, bytes]]:
+    """The blocks of a CAR for `root` from an untrusted source (a gateway, a Kubo daemon),
+    each already checked against its CID (read_car does), passed through only if each was
+    linked from the root or an earlier block, and
+    no more often than the blocks received so far link to it (a gateway that ignores
+    dups=n sends a block once per reference, and re-sends the subtree under it: each copy
+    of a node grants its links once more); at the end, require that every linked block
+    arrived. So the stream is as long as a walk of the DAG at most, never endless."""
+    allowed = {root.to_bytes(): 1}  # arrivals still allowed per block: references not yet used
+    pending = {root.to_bytes()}
+    links_of: dict[bytes, list[bytes]] = {}  # of each dag-pb node received (raw: none)
+    for cid, data in blocks:
+        key = cid.to_bytes()
+        if not allowed.get(key):
+            if key in links_of:
+                raise IntegrityError(f"CAR for {root} repeats block {cid} more often than the DAG references it")
+            raise IntegrityError(f"CAR for {root} carries block {cid}, which no earlier block links to")
+        allowed[key] -= 1
+        if key not in links_of:
+            if cid.codec == DAG_PB:
+                try:
+                    links_of[key] = [c.to_bytes() for c in link_cids(data)]
+                except FormatError as exc:
+                    raise IntegrityError(f"malformed dag-pb block {cid}: {exc}") from None
+            elif cid.codec == RAW:
+                links_of[key] = []
+            else:
+                raise IntegrityError(f"cannot check links of codec 0x{cid.codec:x} ({cid})")
+            pending.discard(key)
+            pending.update(k for k in links_of[key] if k not in links_of)
+            yield cid, data
+        for link in links_of[key]:  # a duplicate (dups=y) is not stored again, only counted
+            allowed[link] = allowed.get(link, 0) + 1
+    if pending:
+        example = CID.decode(next(iter(pending)))
+        raise IntegrityError(f"CAR for {root} is incomplete: {len(pending)} block(s) missing, e.g. {example}")
 
 
 # -- reading -------------------------------------------------------------------------------

@@ -27,11 +27,9 @@ from typing import TypeVar
 
 import httpx
 
-from vault._mfbase import FormatError
-from vault._mfdagpb import link_cids
 from vault.blockstore import BlockStore, FilesystemBlockstore
-from vault.car import MAX_SECTION_SIZE, import_blocks, read_car
-from vault.cid import CID, DAG_PB, RAW
+from vault.car import MAX_SECTION_SIZE, import_blocks, linked_only, read_car
+from vault.cid import CID
 from vault.errors import GatewayError, InputValidationError, IntegrityError
 from vault.unixfs import export
 
@@ -105,42 +103,6 @@ class _StreamReader:
         out = bytes(self._buf[:n])
         del self._buf[:n]
         return out
-
-
-def _linked_only(root: CID, blocks: Iterator[tuple[CID, bytes]]) -> Iterator[tuple[CID, bytes]]:
-    """Pass blocks through only if each was linked from the root or an earlier block, and
-    no more often than the blocks received so far link to it (a gateway that ignores
-    dups=n sends a block once per reference, and re-sends the subtree under it: each copy
-    of a node grants its links once more); at the end, require that every linked block
-    arrived. So the stream is as long as a walk of the DAG at most, never endless."""
-    allowed = {root.to_bytes(): 1}  # arrivals still allowed per block: references not yet used
-    pending = {root.to_bytes()}
-    links_of: dict[bytes, list[bytes]] = {}  # of each dag-pb node received (raw: none)
-    for cid, data in blocks:
-        key = cid.to_bytes()
-        if not allowed.get(key):
-            if key in links_of:
-                raise IntegrityError(f"CAR for {root} repeats block {cid} more often than the DAG references it")
-            raise IntegrityError(f"CAR for {root} carries block {cid}, which no earlier block links to")
-        allowed[key] -= 1
-        if key not in links_of:
-            if cid.codec == DAG_PB:
-                try:
-                    links_of[key] = [c.to_bytes() for c in link_cids(data)]
-                except FormatError as exc:
-                    raise IntegrityError(f"malformed dag-pb block {cid}: {exc}") from None
-            elif cid.codec == RAW:
-                links_of[key] = []
-            else:
-                raise IntegrityError(f"cannot check links of codec 0x{cid.codec:x} ({cid})")
-            pending.discard(key)
-            pending.update(k for k in links_of[key] if k not in links_of)
-            yield cid, data
-        for link in links_of[key]:  # a duplicate (dups=y) is not stored again, only counted
-            allowed[link] = allowed.get(link, 0) + 1
-    if pending:
-        example = CID.decode(next(iter(pending)))
-        raise IntegrityError(f"CAR for {root} is incomplete: {len(pending)} block(s) missing, e.g. {example}")
 
 
 class GatewayClient:
@@ -253,7 +215,7 @@ class GatewayClient:
             if not any(r.multihash == root.multihash for r in roots):
                 named = ", ".join(map(str, roots[:3])) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
                 raise _BadResponse(f"CAR is for root(s) {named}, not {root}")
-            return import_blocks(store, _linked_only(root, blocks))
+            return import_blocks(store, linked_only(root, blocks))
 
 
 def _reason(exc: BaseException) -> str:

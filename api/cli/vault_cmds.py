@@ -374,7 +374,8 @@ def car_export(
     kubo: KuboOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed)."""
+    """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed; from
+    a Kubo daemon, checked before the rename: root, every block, the whole DAG)."""
     from vault.car import export_car
     from vault.unixfs import dag_stat
 
@@ -390,6 +391,8 @@ def car_export(
                         fh.write(piece)
                         if advance is not None:
                             advance(len(piece))
+                fh.flush()
+                blocks = _check_car(tmp, root)  # Kubo reports a failure mid-stream only in a trailer
             else:
                 store = _store(home)
                 total = dag_stat(root, store.get).dag_size if _interactive() else None
@@ -404,6 +407,20 @@ def car_export(
         raise
     if as_json:
         _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
+
+
+def _check_car(path: Path, root: CID) -> int:
+    """How many blocks the CAR at `path` holds, once it is known to be the whole DAG under
+    `root`: every block hashed against its CID, each linked from an earlier one, none
+    missing (vault.car.linked_only); else IntegrityError / InvalidCARError."""
+    from vault.car import linked_only, read_car
+    from vault.errors import IntegrityError
+
+    with open(path, "rb") as fh:
+        roots, blocks = read_car(fh)
+        if not any(r.multihash == root.multihash for r in roots):
+            raise IntegrityError(f"the daemon's CAR is for {', '.join(map(str, roots[:3]))}, not {root}")
+        return sum(1 for _ in linked_only(root, blocks))
 
 
 @car_app.command("import")

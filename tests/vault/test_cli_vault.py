@@ -407,3 +407,42 @@ def test_car_export_of_a_dag_that_is_not_unixfs_works_on_a_terminal_too(tmp_path
         assert result.exit_code == 0, result.output
         roots, blocks = read_car(io.BytesIO(car.read_bytes()))
         assert roots == [root] and [c for c, _ in blocks] == [root, cleaf]
+
+
+@pytest.mark.parametrize("served", ["whole", "half", "other-root", "missing-leaf"])
+def test_car_export_from_kubo_is_checked_before_it_is_renamed_into_place(tmp_path, run, monkeypatch, served) -> None:
+    """Kubo reports a failure after its stream began only in an HTTP trailer: the CLI checks
+    the CAR it wrote (root, every block, the whole DAG) before renaming it into place."""
+    import hashlib
+
+    import httpx
+
+    from api.cli import vault_cmds
+    from vault.blockstore import MemoryBlockstore
+    from vault.car import dag_blocks
+    from vault.kubo import KuboClient
+    from vault.unixfs import Profile
+
+    store = MemoryBlockstore()
+    root = import_bytes(hashlib.shake_256(b"k").digest(2500), Profile("tiny", 1, True, 100, 4), store.put)
+    other = import_bytes(b"another file", "v1", store.put)
+    blocks = list(dag_blocks(store, root))
+    bodies = {"whole": ([root], blocks), "other-root": ([other], list(dag_blocks(store, other))),
+              "missing-leaf": ([root], blocks[:-1]), "half": ([root], blocks)}
+    out = io.BytesIO()
+    write_car(*bodies[served], out)
+    body = out.getvalue()[: len(out.getvalue()) // 2] if served == "half" else out.getvalue()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v0/dag/export"
+        return httpx.Response(200, content=body)
+
+    monkeypatch.setattr(vault_cmds, "_kubo", lambda url: KuboClient(url, transport=httpx.MockTransport(handler)))
+    target = tmp_path / "out.car"
+    result = run("car", "export", str(root), "-o", str(target), "--kubo", "http://kubo.test:5001", "--json")
+    if served == "whole":
+        assert result.exit_code == 0, result.output
+        assert target.read_bytes() == body and json.loads(result.stdout)["blocks"] == len(blocks)
+    else:
+        assert result.exit_code == 1 and result.output.startswith("error: "), result.output
+        assert not target.exists() and list(tmp_path.iterdir()) == []
