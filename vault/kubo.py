@@ -11,25 +11,32 @@ repeat), files go in a `multipart/form-data` body whose parts look like
     --<boundary>--
 
 Uploads (`add`, `dag/import`) and downloads (`cat`, `dag/export`) stream, so memory stays
-bounded whatever the size. Failures are mapped once, in `_send`:
+bounded whatever the size. Everything else Kubo sends is read with a cap, and refused
+(KuboError) as soon as it goes over: MAX_JSON_SIZE for a JSON body or one ndjson line,
+MAX_SECTION_SIZE for a `block/get` body; of an error body at most MAX_ERROR_BODY_SIZE is
+read. Failures are mapped here, and no httpx exception leaves the client:
 
-- the daemon cannot be reached (refused, DNS, timeout)  -> KuboUnavailableError
+- the daemon cannot be reached (refused, DNS, timeout) or breaks off -> KuboUnavailableError
 - HTTP 4xx/5xx, body `{"Message": ..., "Code": ..., "Type": "error"}` -> KuboError
-  (message, Kubo's code, HTTP status); a missing block -> BlockNotFoundError
-- a 200 whose body does not have the documented shape -> KuboError saying what was wrong
+  (message, Kubo's code, HTTP status); a missing block -> BlockNotFoundError, only for the
+  block-level commands and only in Kubo's own words (`_NOT_FOUND`)
+- a 200 whose body does not decode, is too large or does not have the documented shape
+  -> KuboError saying what was wrong
 
 An error that Kubo hits after it started streaming a 200 is only reported in an HTTP
 trailer, which httpx does not expose: callers verify what they receive (every block
 against its CID, every CAR through `read_car`), so truncation is still detected.
 
 `KuboClient` also implements the `BlockStore` protocol (put/get/has/delete/iter_cids)
-over block/put, block/get, block/stat, block/rm and refs/local; those calls run with
-`offline=true` so "not here" means not in this node's repo, never a network search.
+over block/put, block/get, block/stat, block/rm and refs/local. `get` and `has` send
+`offline=true`, so "not here" means not in this node's repo, never a network search; the
+others act on the local repo only and need no flag.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -39,6 +46,7 @@ from urllib.parse import quote
 
 import httpx
 
+from vault.car import MAX_SECTION_SIZE
 from vault.cid import CID
 from vault.errors import BlockNotFoundError, InputValidationError, KuboError, KuboUnavailableError
 from vault.unixfs import DEFAULT_PROFILE, PROFILES
@@ -46,6 +54,8 @@ from vault.unixfs import DEFAULT_PROFILE, PROFILES
 DEFAULT_URL = "http://127.0.0.1:5001"
 DEFAULT_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 _CHUNK = 1 << 20
+MAX_JSON_SIZE = 1 << 20  # a JSON body or one ndjson line; Kubo's are a few KiB at most
+MAX_ERROR_BODY_SIZE = 64 << 10  # what is read of an error body; the rest is dropped
 
 # Codec names Kubo's block/put understands, by multicodec code.
 _CODEC_NAMES = {0x55: "raw", 0x70: "dag-pb", 0x71: "dag-cbor", 0x0129: "dag-json"}
@@ -106,7 +116,10 @@ class KuboClient:
         if url.scheme not in ("http", "https") or not url.host:
             raise InputValidationError(f"Kubo RPC URL must be http(s)://host[:port], got {base_url!r}")
         self.base_url = str(url).rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout)
+        # identity: the caps count decoded bytes, and one compressed network read can inflate
+        # a thousandfold before they are checked (Kubo does not compress RPC answers anyway)
+        self._http = httpx.Client(base_url=self.base_url, transport=transport, timeout=timeout,
+                                  headers={"Accept-Encoding": "identity"})
 
     def close(self) -> None:
         self._http.close()
@@ -135,7 +148,10 @@ class KuboClient:
         return root
 
     def cat(self, cid: CID | str, *, offset: int | None = None, length: int | None = None) -> Iterator[bytes]:
-        """`ipfs cat`: the file's bytes, streamed. Errors before the first byte raise here."""
+        """`ipfs cat`: the file's bytes, streamed. Errors before the first byte raise here.
+
+        The result has `close()`; closing, exhausting or dropping it releases the connection.
+        """
         params: dict[str, str] = {"arg": _cid_arg(cid)}
         if offset is not None:
             params["offset"] = str(_non_negative(offset, "offset"))
@@ -151,9 +167,9 @@ class KuboClient:
         params = {"arg": str(parsed)}
         if offline:
             params["offline"] = "true"
-        resp = self._send("block/get", params)
-        parsed.verify(resp.content)  # BlockMismatchError
-        return resp.content
+        data = self._read_body("block/get", self._send("block/get", params), MAX_SECTION_SIZE)
+        parsed.verify(data)  # BlockMismatchError
+        return data
 
     def block_put(self, data: bytes, *, cid_codec: str = "raw", mhtype: str = "sha2-256", pin: bool = False) -> str:
         """`ipfs block put`: store `data`, return the CID Kubo reports (its `Key`)."""
@@ -180,7 +196,7 @@ class KuboClient:
             if not isinstance(error, str) or not isinstance(obj.get("Hash"), str):
                 raise KuboError(f"Kubo block/rm returned an unexpected object: {_short(obj)}")
             if error:
-                _raise_for_message(f"Kubo block/rm {obj['Hash']}: {error}", None, 200)
+                _raise_for_message("block/rm", f"Kubo block/rm {obj['Hash']}: {error}", None, 200)
 
     # -- pins --------------------------------------------------------------------------
 
@@ -195,7 +211,11 @@ class KuboClient:
     # -- CAR ---------------------------------------------------------------------------
 
     def dag_import(self, src: bytes | BinaryIO | Path | Iterable[bytes], *, pin_roots: bool = True) -> DagImportResult:
-        """`ipfs dag import --stats`: upload a CARv1 stream; roots with Kubo's pin errors."""
+        """`ipfs dag import --stats`: upload a CARv1 stream; roots with Kubo's pin errors.
+
+        Kubo reports roots only when it pins them: with `pin_roots` a result without any is a
+        KuboError (a CAR has at least one root), without it `roots` is empty.
+        """
         params = {"pin-roots": _bool(pin_roots), "stats": "true"}
         roots: list[ImportedRoot] = []
         count = size = None
@@ -213,15 +233,18 @@ class KuboClient:
                 size = _int_field(obj["Stats"], "BlockBytesCount", "dag/import")
             else:
                 raise KuboError(f"Kubo dag/import returned an unexpected object: {_short(obj)}")
+        if pin_roots and not roots:
+            raise KuboError("Kubo dag/import pinned no roots")
         return DagImportResult(tuple(roots), count, size)
 
     def dag_export(self, cid: CID | str) -> Iterator[bytes]:
-        """`ipfs dag export`: the DAG under `cid` as a CARv1 stream."""
+        """`ipfs dag export`: the DAG under `cid` as a CARv1 stream (closes like `cat`'s)."""
         return self._stream("dag/export", {"arg": _cid_arg(cid), "progress": "false"})
 
     # -- node --------------------------------------------------------------------------
 
     def id(self) -> NodeIdentity:
+        """`ipfs id`; a daemon without a libp2p host (`--offline`) has no addresses or protocols."""
         obj = self._json("id", {})
         if not isinstance(obj.get("ID"), str) or not obj["ID"]:
             raise KuboError(f"Kubo id returned no ID: {_short(obj)}")
@@ -292,8 +315,8 @@ class KuboClient:
 
     # -- transport -----------------------------------------------------------------------
 
-    def _send(self, command: str, params: dict[str, str], body: _Multipart | None = None, *,
-              stream: bool = False) -> httpx.Response:
+    def _send(self, command: str, params: dict[str, str], body: _Multipart | None = None) -> httpx.Response:
+        """Send the call; return the 200 response unread (the caller reads and closes it)."""
         headers, content = {}, None
         if body is not None:
             headers["Content-Type"] = f"multipart/form-data; boundary={body.boundary}"
@@ -301,49 +324,60 @@ class KuboClient:
         request = self._http.build_request("POST", f"/api/v0/{command}", params=params, content=content,
                                            headers=headers)
         try:
-            resp = self._http.send(request, stream=stream)
-        except httpx.TransportError as exc:
-            reason = str(exc) or type(exc).__name__
-            raise KuboUnavailableError(f"Kubo RPC at {self.base_url} is not reachable: {reason}") from exc
+            resp = self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._http_failure(command, exc, reading=False) from exc
         if resp.status_code != 200:
             try:
-                raw = resp.read()
-            except httpx.TransportError:
+                raw = self._read_body(command, resp, MAX_ERROR_BODY_SIZE, truncate=True)
+            except KuboError:  # broke off: the status says enough
                 raw = b""
-            finally:
-                resp.close()
             _raise_for_body(command, resp.status_code, raw)
         return resp
 
+    def _read_body(self, command: str, resp: httpx.Response, limit: int, *, truncate: bool = False) -> bytes:
+        """Read and close `resp`; a body over `limit` bytes is a KuboError, or cut there if `truncate`."""
+        body = bytearray()
+        with _Body(self, command, resp) as pieces:
+            for piece in pieces:
+                body += piece
+                if len(body) > limit:
+                    if truncate:
+                        break
+                    raise KuboError(f"Kubo {command} returned more than {limit} bytes")
+        return bytes(body[:limit])
+
+    def _http_failure(self, command: str, exc: httpx.HTTPError, *, reading: bool) -> KuboError:
+        """A transport failure means the daemon is gone; any other httpx error (e.g. a body
+        whose Content-Encoding does not decode) means it answered something unreadable."""
+        reason = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.TransportError):
+            what = "broke off the response" if reading else "is not reachable"
+            return KuboUnavailableError(f"Kubo RPC at {self.base_url} {what}: {reason}")
+        return KuboError(f"Kubo {command} returned a response that cannot be read: {reason}")
+
     def _json(self, command: str, params: dict[str, str], body: _Multipart | None = None) -> dict[str, Any]:
-        resp = self._send(command, params, body)
-        try:
-            obj = json.loads(resp.content)
-        except ValueError:
-            raise KuboError(f"Kubo {command} returned a body that is not JSON: {resp.content[:120]!r}") from None
+        raw = self._read_body(command, self._send(command, params, body), MAX_JSON_SIZE)
+        obj = _loads(raw, command, "a body")
         if not isinstance(obj, dict):
             raise KuboError(f"Kubo {command} returned {type(obj).__name__}, expected a JSON object")
         return obj
 
     def _ndjson(self, command: str, params: dict[str, str], body: _Multipart | None = None) -> Iterator[dict[str, Any]]:
         """Parse a newline-delimited JSON response (one object per line) as it streams."""
-        resp = self._send(command, params, body, stream=True)
-        try:
-            for line in _read(self, resp, lines=True):
-                try:
-                    obj = json.loads(line)
-                except ValueError:
-                    raise KuboError(f"Kubo {command} returned a line that is not JSON: {line[:120]!r}") from None
+        with _Body(self, command, self._send(command, params, body)) as pieces:
+            for line in _lines(pieces, MAX_JSON_SIZE, command):
+                if not line.strip():
+                    continue
+                obj = _loads(line, command, "a line")
                 if not isinstance(obj, dict):
                     raise KuboError(f"Kubo {command} returned {type(obj).__name__}, expected JSON objects")
                 if obj.get("Type") == "error" and "Message" in obj:
-                    _raise_for_message(f"Kubo {command}: {obj['Message']}", obj.get("Code"), 200)
+                    _raise_for_message(command, f"Kubo {command}: {obj['Message']}", obj.get("Code"), 200)
                 yield obj
-        finally:
-            resp.close()
 
     def _stream(self, command: str, params: dict[str, str]) -> Iterator[bytes]:
-        return _read(self, self._send(command, params, stream=True), lines=False)
+        return _Body(self, command, self._send(command, params), _CHUNK)
 
 
 # -- helpers ---------------------------------------------------------------------------
@@ -387,31 +421,92 @@ def _chunks(src: bytes | bytearray | memoryview | BinaryIO | os.PathLike | Itera
             yield bytes(chunk)
 
 
-def _read(client: KuboClient, resp: httpx.Response, lines: bool) -> Iterator[Any]:
-    """The response body as lines or byte pieces; a broken connection -> KuboUnavailableError."""
+class _Body(Iterator[bytes]):
+    """A streamed response body in pieces of up to `chunk_size`; httpx errors become Kubo errors.
+
+    A class, not a generator: a generator's `finally` does not run when it is closed or
+    dropped before its first next(), which would leak the response's pooled connection.
+    """
+
+    def __init__(self, client: KuboClient, command: str, resp: httpx.Response, chunk_size: int | None = None) -> None:
+        self._client, self._command, self._resp = client, command, resp
+        self._pieces = resp.iter_bytes(chunk_size)
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._pieces)
+        except StopIteration:
+            self.close()
+            raise
+        except httpx.HTTPError as exc:
+            self.close()
+            raise self._client._http_failure(self._command, exc, reading=True) from exc
+
+    def close(self) -> None:
+        self._pieces = iter(())
+        self._resp.close()
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def _lines(pieces: Iterable[bytes], limit: int, command: str) -> Iterator[bytes]:
+    """Split a byte stream at newlines, refusing a line longer than `limit`.
+
+    Hand-written because httpx's iter_lines() buffers until it sees a newline, without bound;
+    this holds at most `limit` bytes plus one network read of an unfinished line.
+    """
+    too_long = f"Kubo {command} returned a line of more than {limit} bytes"
+    line = bytearray()
+    for piece in pieces:
+        *complete, rest = piece.split(b"\n")
+        for part in complete:
+            line += part
+            if len(line) > limit:
+                raise KuboError(too_long)
+            yield bytes(line)
+            line.clear()
+        line += rest
+        if len(line) > limit:
+            raise KuboError(too_long)
+    if line:
+        yield bytes(line)
+
+
+def _loads(raw: bytes, command: str, what: str) -> Any:
     try:
-        yield from (line for line in resp.iter_lines() if line.strip()) if lines else resp.iter_bytes(_CHUNK)
-    except httpx.TransportError as exc:
-        raise KuboUnavailableError(f"Kubo RPC at {client.base_url} broke off the response: {exc}") from exc
-    finally:
-        resp.close()
+        return json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply for the parser
+        raise KuboError(f"Kubo {command} returned {what} that is not JSON: {raw[:120]!r}") from None
 
 
 def _raise_for_body(command: str, status: int, raw: bytes) -> None:
     try:
         obj = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         obj = None
     if isinstance(obj, dict) and isinstance(obj.get("Message"), str):
         code = obj.get("Code")
-        _raise_for_message(f"Kubo {command} failed: {obj['Message']}", code if isinstance(code, int) else None, status)
+        _raise_for_message(command, f"Kubo {command} failed: {obj['Message']}", code, status)
     text = raw.decode("utf-8", "replace").strip()[:200] or "(empty body)"
     raise KuboError(f"Kubo {command} failed with HTTP {status}: {text}", None, status)
 
 
-def _raise_for_message(message: str, code: Any, status: int) -> None:
-    low = message.lower()
-    if "not found" in low or "could not find" in low:
+# The commands whose failure can mean "that block is not in the repo", and the words Kubo
+# uses for it: boxo's ipld.ErrNotFound and the offline exchange's error. Any other "not
+# found" (a routing miss, a missing path link, ...) stays a KuboError.
+_BLOCK_COMMANDS = frozenset({"block/get", "block/stat", "block/rm", "cat", "dag/export", "pin/add", "pin/rm"})
+_NOT_FOUND = ("ipld: could not find", "block was not found locally")
+
+
+def _raise_for_message(command: str, message: str, code: Any, status: int) -> None:
+    if command in _BLOCK_COMMANDS and any(phrase in message.lower() for phrase in _NOT_FOUND):
         raise BlockNotFoundError(message)
     raise KuboError(message, code if isinstance(code, int) else None, status)
 
@@ -443,7 +538,8 @@ def _cid_field(obj: dict[str, Any], key: str, command: str) -> str:
 
 def _int_field(obj: dict[str, Any], key: str, command: str) -> int:
     value = obj.get(key)
-    if isinstance(value, str) and value.isdigit():  # Kubo sends some sizes as strings
+    # Kubo sends some sizes as strings; str.isdigit() would pass "²" and 5,000-digit strings
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{1,20}", value):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise KuboError(f"Kubo {command} returned a bad {key}: {_short(obj)}")
@@ -451,7 +547,9 @@ def _int_field(obj: dict[str, Any], key: str, command: str) -> int:
 
 
 def _str_list(obj: dict[str, Any], key: str, command: str, *, optional: bool = False) -> list[str]:
-    value = obj.get(key, [] if optional else None)
+    value = obj.get(key)
+    if value is None and optional:  # absent, or null as Kubo sends a nil slice
+        value = []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise KuboError(f"Kubo {command} returned a bad {key}: {_short(obj)}")
     return value

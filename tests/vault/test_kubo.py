@@ -6,9 +6,11 @@ client sends is parsed independently (python-multipart) and asserted exactly.
 """
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import socket
+import sys
 from urllib.parse import unquote
 
 import httpx
@@ -17,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from python_multipart import MultipartParser
 
+from vault.car import MAX_SECTION_SIZE
 from vault.cid import CID, DAG_PB, RAW
 from vault.errors import (
     BlockMismatchError,
@@ -26,7 +29,15 @@ from vault.errors import (
     KuboError,
     KuboUnavailableError,
 )
-from vault.kubo import DagImportResult, ImportedRoot, KuboClient, NodeIdentity, add_params
+from vault.kubo import (
+    MAX_ERROR_BODY_SIZE,
+    MAX_JSON_SIZE,
+    DagImportResult,
+    ImportedRoot,
+    KuboClient,
+    NodeIdentity,
+    add_params,
+)
 
 from .blockstore_suite import BlockStoreSuite
 
@@ -105,6 +116,34 @@ def client_for(handler) -> tuple[KuboClient, list[httpx.Request]]:
 
 def query(request: httpx.Request) -> list[tuple[str, str]]:
     return sorted(request.url.params.multi_items())
+
+
+class Body(httpx.SyncByteStream):
+    """A response body from `pieces`; records how many bytes the client pulled and whether it closed it."""
+
+    def __init__(self, pieces) -> None:
+        self.pieces, self.sent, self.closed = pieces, 0, False
+
+    def __iter__(self):
+        for piece in self.pieces:
+            self.sent += len(piece)
+            yield piece
+
+    def close(self) -> None:
+        self.closed = True
+
+
+PIECE = 64 << 10  # one network read
+
+
+def big_body(size: int, fill: bytes = b" ") -> Body:
+    """`size` bytes of `fill` in network-sized pieces, made as they are pulled."""
+    return Body(fill * PIECE for _ in range(size // PIECE))
+
+
+def bad_gzip(request: httpx.Request, status: int = 200) -> httpx.Response:
+    """A body whose Content-Encoding does not decode: httpx raises DecodingError, not a TransportError."""
+    return httpx.Response(status, headers={"Content-Encoding": "gzip"}, stream=Body([b"definitely not gzip"]))
 
 
 # -- add -------------------------------------------------------------------------------
@@ -216,6 +255,38 @@ def test_dag_export_streams_car_bytes() -> None:
     assert query(seen[0]) == [("arg", HELLO_V1), ("progress", "false")]
 
 
+@pytest.mark.parametrize("call", ["cat", "dag_export"])
+@pytest.mark.parametrize("drop", ["close", "del"])
+def test_a_stream_dropped_before_its_first_read_closes_the_response(call: str, drop: str) -> None:
+    body = Body([b"x" * 10])
+    client, _ = client_for(lambda r: httpx.Response(200, stream=body))
+    pieces = getattr(client, call)(HELLO_V1)
+    if drop == "close":
+        pieces.close()
+        assert list(pieces) == []
+    else:
+        del pieces
+        gc.collect()
+    assert body.closed
+
+
+def test_a_stream_read_to_the_end_closes_the_response() -> None:
+    body = Body([b"ab", b"cd"])
+    client, _ = client_for(lambda r: httpx.Response(200, stream=body))
+    assert b"".join(client.cat(HELLO_V1)) == b"abcd"
+    assert body.closed
+
+
+def test_a_stream_broken_off_is_unavailable() -> None:
+    def pieces():
+        yield b"first"
+        raise httpx.ReadError("connection reset")
+
+    client, _ = client_for(lambda r: httpx.Response(200, stream=Body(pieces())))
+    with pytest.raises(KuboUnavailableError, match="broke off the response: connection reset"):
+        list(client.cat(HELLO_V1))
+
+
 # -- dag/import ------------------------------------------------------------------------
 
 
@@ -244,6 +315,15 @@ def test_dag_import_rejects_malformed_lines(line: dict) -> None:
     client, _ = client_for(lambda r: ndjson(line))
     with pytest.raises(KuboError):
         client.dag_import(b"x")
+
+
+def test_dag_import_that_pins_but_reports_no_root_is_an_error() -> None:
+    # Kubo emits Root lines only when it pins (dag/import.go), and a CAR has at least one root
+    stats = {"Stats": {"BlockCount": 1, "BlockBytesCount": 11}}
+    client, _ = client_for(lambda r: ndjson(stats))
+    with pytest.raises(KuboError, match="pinned no roots"):
+        client.dag_import(b"car")
+    assert client.dag_import(b"car", pin_roots=False) == DagImportResult((), 1, 11)
 
 
 # -- pins, id, version -----------------------------------------------------------------
@@ -286,6 +366,17 @@ def test_id_and_version_parse_the_documented_shapes() -> None:
                                        ("/ipfs/bitswap/1.2.0",), "CAESIA==")
     assert client.version() == "0.41.0"
     assert [r.url.path for r in seen] == ["/api/v0/id", "/api/v0/version"]
+
+
+def test_id_accepts_a_daemon_without_a_libp2p_host() -> None:
+    # core/commands/id.go leaves Addresses and Protocols nil slices (JSON null) under --offline
+    shape = {"ID": "12D3KooWExample", "PublicKey": "CAESIA==", "Addresses": None,
+             "AgentVersion": "kubo/0.41.0/", "Protocols": None}
+    client, _ = client_for(lambda r: httpx.Response(200, json=shape))
+    assert client.id() == NodeIdentity("12D3KooWExample", "kubo/0.41.0/", (), (), "CAESIA==")
+    shape["Addresses"] = "/ip4/127.0.0.1"
+    with pytest.raises(KuboError, match="bad Addresses"):
+        client.id()
 
 
 @pytest.mark.parametrize("body", [{"Version": 41}, {}, {"Version": ""}])
@@ -344,6 +435,126 @@ def test_a_bad_base_url_is_refused() -> None:
         KuboClient("ftp://example.org")
 
 
+DEEP = b"[" * 100_000  # json.loads raises RecursionError, which is not a ValueError
+
+
+@pytest.mark.parametrize(
+    ("response", "call", "match"),
+    [
+        (httpx.Response(200, content=DEEP), lambda c: c.version(), "version returned a body that is not JSON"),
+        (httpx.Response(200, content=DEEP + b"\n"), lambda c: c.block_rm(HELLO_V1), "returned a line that is not JSON"),
+        (httpx.Response(500, content=DEEP), lambda c: c.version(), r"version failed with HTTP 500: \[\[\["),
+    ],
+    ids=["json-body", "ndjson-line", "error-body"],
+)
+def test_deeply_nested_json_is_a_kubo_error(response: httpx.Response, call, match: str) -> None:
+    client, _ = client_for(lambda r: response)
+    with pytest.raises(KuboError, match=match):
+        call(client)
+
+
+def test_json_nested_to_the_parsers_limit_is_a_kubo_error() -> None:
+    # around the depth where json.loads gives up: what it still parses is printed back in
+    # the error message (json.dumps), what it does not is "not JSON", never a RecursionError
+    served = {}
+    client, _ = client_for(lambda r: httpx.Response(200, content=served["body"]))
+    limit = sys.getrecursionlimit()
+    for depth in range(limit - 400, limit + 10):
+        served["body"] = b'{"Version": ' + b"[" * depth + b"]" * depth + b"}"
+        with pytest.raises(KuboError, match="not JSON|no Version"):
+            client.version()
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda c: c.version(), lambda c: c.block_get(HELLO_V1), lambda c: c.has(CID.decode(HELLO_V1)),
+     lambda c: list(c.cat(HELLO_V1)), lambda c: list(c.dag_export(HELLO_V1)), lambda c: c.block_rm(HELLO_V1),
+     lambda c: list(c.iter_cids())],
+    ids=["version", "block_get", "has", "cat", "dag_export", "block_rm", "iter_cids"],
+)
+def test_a_body_that_does_not_decode_is_a_kubo_error(call) -> None:
+    client, _ = client_for(bad_gzip)
+    with pytest.raises(KuboError, match="cannot be read: .*decompressing") as info:
+        call(client)
+    assert not isinstance(info.value, KuboUnavailableError)  # Kubo answered, just not readably
+
+
+def test_an_error_body_that_does_not_decode_keeps_the_status() -> None:
+    client, _ = client_for(lambda r: bad_gzip(r, status=500))
+    with pytest.raises(KuboError, match=r"HTTP 500: \(empty body\)") as info:
+        client.version()
+    assert info.value.status == 500
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.has(CID.decode(HELLO_V1)), "routing: not found"),  # not Kubo's words for a missing block
+        (lambda c: c.version(), f"ipld: could not find {HELLO_V1}"),  # not a block command
+        (lambda c: c.add(b"x"), "open /data/file: not found"),
+    ],
+    ids=["has", "version", "add"],
+)
+def test_not_found_means_a_missing_block_only_for_block_commands_in_kubos_words(call, message: str) -> None:
+    client, _ = client_for(lambda r: kubo_error(message))
+    with pytest.raises(KuboError) as info:
+        call(client)
+    assert not isinstance(info.value, BlockNotFoundError)
+    assert info.value.status == 500
+
+
+@pytest.mark.parametrize(
+    "call",
+    [lambda c: c.block_get(HELLO_V1), lambda c: c.block_stat(HELLO_V1), lambda c: c.cat(HELLO_V1),
+     lambda c: c.dag_export(HELLO_V1), lambda c: c.pin_add(HELLO_V1)],
+    ids=["block_get", "block_stat", "cat", "dag_export", "pin_add"],
+)
+def test_kubos_missing_block_errors_are_block_not_found(call) -> None:
+    msg = f"block was not found locally (offline): ipld: could not find {HELLO_V1}"
+    client, _ = client_for(lambda r: kubo_error(msg))
+    with pytest.raises(BlockNotFoundError, match="could not find"):
+        call(client)
+
+
+def test_a_json_body_over_the_cap_is_refused_without_reading_on() -> None:
+    body = big_body(4 * MAX_JSON_SIZE)
+    client, _ = client_for(lambda r: httpx.Response(200, stream=body))
+    with pytest.raises(KuboError, match=f"Kubo version returned more than {MAX_JSON_SIZE} bytes"):
+        client.version()
+    assert body.sent <= MAX_JSON_SIZE + PIECE and body.closed
+
+
+def test_a_json_body_at_the_cap_is_read() -> None:
+    obj = json.dumps({"Version": "0.41.0"}).encode()
+    client, _ = client_for(lambda r: httpx.Response(200, content=obj + b" " * (MAX_JSON_SIZE - len(obj))))
+    assert client.version() == "0.41.0"
+
+
+def test_only_the_start_of_a_huge_error_body_is_read() -> None:
+    body = big_body(4 << 20, fill=b"e")
+    client, _ = client_for(lambda r: httpx.Response(500, stream=body))
+    with pytest.raises(KuboError, match="HTTP 500: eee") as info:
+        client.version()
+    assert info.value.status == 500
+    assert body.sent <= MAX_ERROR_BODY_SIZE + PIECE and body.closed
+
+
+def test_an_ndjson_line_over_the_cap_is_refused_without_reading_on() -> None:
+    body = big_body(4 * MAX_JSON_SIZE, fill=b"x")
+    client, _ = client_for(lambda r: httpx.Response(200, stream=body))
+    with pytest.raises(KuboError, match=f"block/rm returned a line of more than {MAX_JSON_SIZE} bytes"):
+        client.block_rm(HELLO_V1)
+    assert body.sent <= MAX_JSON_SIZE + PIECE and body.closed
+
+
+def test_an_ndjson_line_at_the_cap_is_read() -> None:
+    line = json.dumps({"Ref": HELLO_V1, "Err": ""}).encode()
+    line = line[:-1] + b" " * (MAX_JSON_SIZE - len(line)) + b"}"
+    assert len(line) == MAX_JSON_SIZE
+    client, _ = client_for(lambda r: httpx.Response(200, content=line + b"\n" + line))
+    assert [str(c) for c in client.iter_cids()] == [HELLO_V1, HELLO_V1]
+
+
 # -- blocks ----------------------------------------------------------------------------
 
 
@@ -367,6 +578,34 @@ def test_block_rm_reports_the_per_block_error() -> None:
     client, _ = client_for(lambda r: ndjson({"Hash": HELLO_V1, "Error": "pinned: recursive"}))
     with pytest.raises(KuboError, match="pinned: recursive"):
         client.block_rm(HELLO_V1)
+
+
+@pytest.mark.parametrize("size", ["\u00b2", "\u0661\u0662", "9" * 5000, "9" * 21, "", "+1", " 1", "-1", "1.0"])
+def test_block_stat_refuses_a_size_that_is_not_plain_ascii_decimal(size: str) -> None:
+    client, _ = client_for(lambda r: httpx.Response(200, json={"Key": HELLO_V1, "Size": size}))
+    with pytest.raises(KuboError, match="bad Size"):
+        client.block_stat(HELLO_V1)
+
+
+@pytest.mark.parametrize(("size", "expected"), [("0", 0), ("11", 11), ("18446744073709551615", 2**64 - 1), (11, 11)])
+def test_block_stat_reads_a_size_given_as_a_string_or_a_number(size, expected: int) -> None:
+    client, _ = client_for(lambda r: httpx.Response(200, json={"Key": HELLO_V1, "Size": size}))
+    assert client.block_stat(HELLO_V1) == expected
+
+
+def test_a_block_over_the_section_cap_is_refused_without_reading_on() -> None:
+    body = big_body(2 * MAX_SECTION_SIZE, fill=b"\x00")
+    client, seen = client_for(lambda r: httpx.Response(200, stream=body))
+    with pytest.raises(KuboError, match=f"block/get returned more than {MAX_SECTION_SIZE} bytes"):
+        client.block_get(HELLO_V1)
+    assert body.sent <= MAX_SECTION_SIZE + PIECE and body.closed
+    assert seen[0].headers["accept-encoding"] == "identity"  # so the cap counts what was sent
+
+
+def test_a_block_at_the_section_cap_is_read() -> None:
+    data = bytes(MAX_SECTION_SIZE)
+    client, _ = client_for(lambda r: httpx.Response(200, content=data))
+    assert client.block_get(CID.from_sha256(data)) == data
 
 
 class FakeKubo:
@@ -474,7 +713,7 @@ def test_multipart_upload_round_trips_any_bytes_and_filename(data: list[bytes], 
 
 
 @settings(max_examples=40, deadline=None)
-@given(digests=st.lists(st.binary(min_size=1, max_size=8), max_size=5),
+@given(digests=st.lists(st.binary(min_size=1, max_size=8), min_size=1, max_size=5),  # Kubo pins >= 1 root
        errors=st.lists(st.text(max_size=30), min_size=5, max_size=5),
        count=st.integers(0, 2**40), size=st.integers(0, 2**50))
 def test_dag_import_output_parses_back_to_what_kubo_wrote(digests, errors, count, size) -> None:
@@ -482,6 +721,19 @@ def test_dag_import_output_parses_back_to_what_kubo_wrote(digests, errors, count
     lines = [{"Root": {"Cid": {"/": r.cid}, "PinErrorMsg": r.pin_error}} for r in roots]
     client, _ = client_for(lambda r: ndjson(*lines, {"Stats": {"BlockCount": count, "BlockBytesCount": size}}))
     assert client.dag_import(b"car") == DagImportResult(tuple(roots), count, size)
+
+
+@settings(max_examples=40, deadline=None)
+@given(digests=st.lists(st.binary(min_size=1, max_size=8), max_size=6),
+       cuts=st.lists(st.integers(0, 1000), max_size=8), crlf=st.booleans())
+def test_ndjson_lines_parse_however_the_body_is_cut(digests, cuts, crlf) -> None:
+    cids = [CID.from_sha256(d) for d in digests]
+    end = b"\r\n" if crlf else b"\n"
+    raw = b"".join(json.dumps({"Ref": str(c), "Err": ""}).encode() + end for c in cids) + b"\n"
+    points = sorted({min(c, len(raw)) for c in cuts} | {0, len(raw)})
+    pieces = [raw[a:b] for a, b in zip(points, points[1:])]
+    client, _ = client_for(lambda r: httpx.Response(200, stream=Body(pieces)))
+    assert list(client.iter_cids()) == cids
 
 
 def test_hello_world_vector_matches_sha256() -> None:
