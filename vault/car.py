@@ -39,7 +39,7 @@ from vault.cid import CID, DAG_PB, RAW
 from vault.errors import BlockMismatchError, IntegrityError, InvalidCARError, InvalidCIDError
 
 __all__ = ["MAX_HEADER_SIZE", "MAX_SECTION_SIZE", "export_car", "import_blocks", "import_car", "linked_only",
-           "read_car", "write_car"]
+           "read_car", "require_root", "write_car"]
 
 MAX_SECTION_SIZE = 2 << 20
 MAX_HEADER_SIZE = 1 << 20
@@ -110,14 +110,22 @@ def export_car(store: BlockStore, root: CID, out: BinaryIO) -> int:
     return write_car([root], dag_blocks(store, root), out)
 
 
+def require_root(roots: list[CID], root: CID) -> None:
+    """IntegrityError unless a CAR header's `roots` name `root` (by multihash: a CIDv0 and
+    its CIDv1 are the same DAG); the message names at most three of them."""
+    if not any(r.multihash == root.multihash for r in roots):
+        named = ", ".join(map(str, roots[:3])) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
+        raise IntegrityError(f"CAR is for root(s) {named}, not {root}")
+
+
 def linked_only(root: CID, blocks: Iterator[tuple[CID, bytes]]) -> Iterator[tuple[CID, bytes]]:
-    """The blocks of a CAR for `root` from an untrusted source (a gateway, a Kubo daemon),
-    each already checked against its CID (read_car does), passed through only if each was
-    linked from the root or an earlier block, and
-    no more often than the blocks received so far link to it (a gateway that ignores
-    dups=n sends a block once per reference, and re-sends the subtree under it: each copy
-    of a node grants its links once more); at the end, require that every linked block
-    arrived. So the stream is as long as a walk of the DAG at most, never endless."""
+    """The blocks of a CAR for `root` from an untrusted source (a gateway, a Kubo
+    daemon), each already checked against its CID (read_car does), passed through only
+    if each was linked from the root or an earlier block, and no more often than the
+    blocks received so far link to it (a gateway that ignores dups=n sends a block once
+    per reference, and re-sends the subtree under it: each copy of a node grants its
+    links once more); at the end, require that every linked block arrived. So the stream
+    is as long as a walk of the DAG at most, never endless."""
     allowed = {root.to_bytes(): 1}  # arrivals still allowed per block: references not yet used
     pending = {root.to_bytes()}
     links_of: dict[bytes, list[bytes]] = {}  # of each dag-pb node received (raw: none)

@@ -28,7 +28,7 @@ from typing import TypeVar
 import httpx
 
 from vault.blockstore import BlockStore, FilesystemBlockstore
-from vault.car import MAX_SECTION_SIZE, import_blocks, linked_only, read_car
+from vault.car import MAX_SECTION_SIZE, import_blocks, linked_only, read_car, require_root
 from vault.cid import CID
 from vault.errors import GatewayError, InputValidationError, IntegrityError
 from vault.unixfs import export
@@ -212,9 +212,7 @@ class GatewayClient:
     def _car_from(self, gateway: str, root: CID, store: BlockStore) -> int:
         with self._get(gateway, root, "car", CAR_ACCEPT) as body:
             roots, blocks = read_car(_StreamReader(iter(body)))
-            if not any(r.multihash == root.multihash for r in roots):
-                named = ", ".join(map(str, roots[:3])) + (f" and {len(roots) - 3} more" if len(roots) > 3 else "")
-                raise _BadResponse(f"CAR is for root(s) {named}, not {root}")
+            require_root(roots, root)
             return import_blocks(store, linked_only(root, blocks))
 
 

@@ -412,14 +412,12 @@ def car_export(
 def _check_car(path: Path, root: CID) -> int:
     """How many blocks the CAR at `path` holds, once it is known to be the whole DAG under
     `root`: every block hashed against its CID, each linked from an earlier one, none
-    missing (vault.car.linked_only); else IntegrityError / InvalidCARError."""
-    from vault.car import linked_only, read_car
-    from vault.errors import IntegrityError
+    missing (vault.car.require_root, linked_only); else IntegrityError / InvalidCARError."""
+    from vault.car import linked_only, read_car, require_root
 
     with open(path, "rb") as fh:
         roots, blocks = read_car(fh)
-        if not any(r.multihash == root.multihash for r in roots):
-            raise IntegrityError(f"the daemon's CAR is for {', '.join(map(str, roots[:3]))}, not {root}")
+        require_root(roots, root)
         return sum(1 for _ in linked_only(root, blocks))
 
 
