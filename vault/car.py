@@ -275,13 +275,16 @@ def _checked(group: list[tuple[CID, bytes]]) -> Iterator[tuple[CID, bytes]]:
 
 # -- importing -----------------------------------------------------------------------------
 def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]],
-                  progress: Callable[[int], None] | None = None) -> int:
+                  progress: Callable[[int], None] | None = None,
+                  checked: Callable[[int], None] | None = None) -> int:
     """Consume `blocks` completely into a spool file (an exception from them, e.g. a block
     that does not match its CID, leaves the store untouched), then put the ones the store
     lacks. Returns how many were added. A put that fails leaves the blocks put before it
     (whole and verified, unpinned: see the module docstring), and says so in a note.
     `progress(n)`: the bytes of the blocks stored (or found present) since the last call,
-    always on the calling thread.
+    always on the calling thread. `checked(n)`: called once, when every block has been read
+    and checked, with the bytes of the distinct blocks that the puts then go through (what
+    `progress` adds up to), e.g. a progress bar's total.
 
     A FilesystemBlockstore gets them as seal writes its own: past the page cache from
     aligned buffers, on _WRITERS threads, fsynced on background threads (_import_batch);
@@ -299,6 +302,8 @@ def import_blocks(store: BlockStore, blocks: Iterable[tuple[CID, bytes]],
             spool.write(data)
             staged.append((cid, offset, len(data)))
             offset += len(data)
+        if checked is not None:
+            checked(offset)
         added = _Count()
         try:
             with _import_batch(store):
@@ -431,10 +436,12 @@ def _import_batch(store: BlockStore) -> contextlib.AbstractContextManager[None]:
     return batch() if batch is not None else contextlib.nullcontext()
 
 
-def import_car(store: BlockStore, src: BinaryIO, progress: Callable[[int], None] | None = None) -> list[CID]:
+def import_car(store: BlockStore, src: BinaryIO, progress: Callable[[int], None] | None = None,
+               checked: Callable[[int], None] | None = None) -> list[CID]:
     """Verify a whole CARv1 stream, then add its blocks to `store`; returns its roots.
-    Any bad block or framing error raises and leaves the store unchanged. `progress`: as
-    for import_blocks (the reading is the caller's to count, e.g. by wrapping `src`)."""
+    Any bad block or framing error raises and leaves the store unchanged. `progress` and
+    `checked`: as for import_blocks (the reading is the caller's to count, e.g. by
+    wrapping `src`)."""
     roots, blocks = read_car(src)
-    import_blocks(store, blocks, progress)
+    import_blocks(store, blocks, progress, checked)
     return roots

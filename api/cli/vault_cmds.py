@@ -124,17 +124,37 @@ def _interactive() -> bool:
 
 
 @contextlib.contextmanager
-def _progress(total: int | None, label: str) -> Iterator[Callable[[int], None] | None]:
+def _progress(total: int | None, label: str) -> Iterator[_Bar | None]:
     """A Rich bar on stderr for large inputs when stderr is a terminal; else None."""
     with _phases(total, label) as (advance,):
         yield advance
 
 
+class _Bar:
+    """One task of a Rich display: called with a byte count to advance it; `retotal` when
+    the real total becomes known (a CAR's distinct blocks, once they are all checked)."""
+
+    def __init__(self, display: Any, task: Any) -> None:  # Rich's Progress and TaskID, imported lazily
+        self._display, self._task = display, task
+
+    def __call__(self, n: int) -> None:
+        self._display.advance(self._task, n)
+
+    def retotal(self, total: int) -> None:
+        self._display.update(self._task, total=total)
+
+    def finish(self) -> None:
+        """Done: the bar shows its total, whatever the estimate was (a DAG's Tsizes count
+        a subtree linked twice twice, an export writes it once)."""
+        task = self._display.tasks[self._task]
+        self._display.update(self._task, total=task.completed)
+
+
 @contextlib.contextmanager
-def _phases(total: int | None, *labels: str) -> Iterator[tuple[Callable[[int], None] | None, ...]]:
+def _phases(total: int | None, *labels: str) -> Iterator[tuple[_Bar | None, ...]]:
     """One bar per label, all of `total` bytes, in one display (Rich allows one at a time):
     for work that passes over the same bytes more than once. Nones when not interactive
-    or below _PROGRESS_MIN."""
+    or below _PROGRESS_MIN. Each bar is finished (shows 100%) when the work succeeds."""
     if not _interactive() or (total is not None and total < _PROGRESS_MIN):
         yield (None,) * len(labels)
         return
@@ -142,9 +162,12 @@ def _phases(total: int | None, *labels: str) -> Iterator[tuple[Callable[[int], N
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
     with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as bar:
-        tasks = [bar.add_task(label, total=total) for label in labels]
-        yield tuple(functools.partial(bar.advance, task) for task in tasks)
+                  TransferSpeedColumn(), console=Console(stderr=True), transient=True) as display:
+        bars = tuple(_Bar(display, display.add_task(label, total=total)) for label in labels)
+        yield bars
+        for bar in bars:
+            bar.finish()
+        display.refresh()
 
 
 class _Counted:
@@ -290,7 +313,9 @@ def ipfs_cat(
             store = _store(home)
             get = store.get
             pieces = stack.enter_context(contextlib.closing(read_file(store, root)))
-        advance = stack.enter_context(_progress(dag_stat(root, get).size if _interactive() else None, "reading"))
+        size = dag_stat(root, get).size if _interactive() else None
+        # no bar for a root that is not a file: export() refuses it at its first block
+        advance = stack.enter_context(_progress(size, "reading")) if size is not None else None
         for piece in pieces:
             out.write(piece)
             if advance is not None:
@@ -396,7 +421,9 @@ def car_export(
             else:
                 store = _store(home)
                 total = dag_stat(root, store.get).dag_size if _interactive() else None
-                with _progress(total, "exporting") as advance:  # the blocks' bytes (CAR framing aside)
+                # total: the root's estimate of the blocks' bytes (CAR framing aside); the
+                # bar is finished on success, whatever the DAG links twice
+                with _progress(total, "exporting") as advance:
                     blocks = export_car(store, root, _Counted(fh, advance))  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
@@ -447,7 +474,8 @@ def car_import(
             with store.importing():  # a gc elsewhere waits until the pins protect these blocks
                 with _phases(size, "verifying", "storing") as (verified, stored):
                     # in a batch of its own: durable when it returns
-                    cids = import_car(store, _Counted(fh, verified), stored)  # type: ignore[arg-type]
+                    cids = import_car(store, _Counted(fh, verified), stored,  # type: ignore[arg-type]
+                                      stored.retotal if stored is not None else None)
                 if pin:
                     for root in cids:
                         store.pin(root)
