@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import io
 import mmap
@@ -359,8 +360,11 @@ class _Sink:
         self._queue: queue.Queue[Any] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._closed = False
-        self._threads = [threading.Thread(target=self._run, name=f"vault-{name}{n if threads > 1 else ''}",
-                                          daemon=True) for n in range(threads)]
+        # each worker runs in a copy of the producer's context, so that what it does joins
+        # what the producer holds (a blockstore's batch: seal's puts are the writers')
+        self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+                                          name=f"vault-{name}{n if threads > 1 else ''}", daemon=True)
+                         for n in range(threads)]
         for thread in self._threads:
             thread.start()
 

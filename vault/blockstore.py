@@ -51,6 +51,11 @@ Writeback in /proc/meminfo) at the start of the batch and still at its end, else
 the batch's own files and shards at its end. syncfs also makes whatever else is dirty on that
 filesystem durable: that is why "auto" looks first, and a store on a busy shared
 filesystem can pin "fsync". Single puts outside a batch always fsync.
+A batch belongs to the context that entered it (a contextvars.ContextVar of the store):
+the puts of that thread, and of the worker threads it starts with a copy of its context
+(vault/_pipeline._Sink, vault/car's put threads), join it; a put from any other thread,
+or another thread's batch, has its own durability, so that one seal never returns before
+its blocks are durable because another seal's batch was still open.
 `batch(direct=True)` writes large blocks past the page cache (O_DIRECT; where the
 accelerator is built, bytes that are not page-aligned are first copied into an aligned
 buffer, which costs far less than new page-cache pages). With the native
@@ -71,7 +76,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import contextvars
 import ctypes
+import dataclasses
 import errno
 import fcntl
 import json
@@ -520,6 +527,15 @@ def _read_fd(fd: int, size: int) -> bytes:
     return data
 
 
+@dataclasses.dataclass
+class _Batch:
+    """One batch() of a store: who makes its puts durable, and whether they go past the
+    page cache (cleared when the filesystem refuses O_DIRECT)."""
+
+    flusher: _Flusher | None
+    direct: bool
+
+
 class _Flusher:
     """The fsyncs of one batch. Deferred (default): remember the files and shard
     directories, fsync them all in finish() (each directory once). background=True:
@@ -666,9 +682,8 @@ class FilesystemBlockstore(_Pinning):
         self._verify_writes = verify_writes
         self._lock = threading.RLock()
         self._holding = threading.local()
-        self._batch_depth = 0
-        self._flusher: _Flusher | None = None
-        self._direct = False  # inside batch(direct=True), on a filesystem that allows it
+        self._batch: contextvars.ContextVar[_Batch | None] = contextvars.ContextVar(
+            f"vault-batch-{id(self)}", default=None)
         if sync:
             self._make_shards()
         try:
@@ -706,15 +721,16 @@ class FilesystemBlockstore(_Pinning):
                 return  # content-addressed: already there (a torn copy would differ in size)
         shard = path.parent
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
-        direct = self._direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
+        batch = self._batch.get()
+        direct = batch is not None and batch.direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         if _NATIVE:
             if direct and not _accel.page_aligned(data):
                 data = _aligned_copy(data)
-            self._put_native(tmp, path, data, direct)
+            self._put_native(tmp, path, data, direct, batch)
             return
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        fd = self._create(tmp, flags | _O_DIRECT if direct else flags)
-        flusher = self._flusher if self._sync else None
+        fd = self._create(tmp, flags | _O_DIRECT if direct else flags, batch)
+        flusher = batch.flusher if batch is not None else None
         try:
             if direct:
                 _write_direct(fd, data)
@@ -735,10 +751,11 @@ class FilesystemBlockstore(_Pinning):
         if self._sync:
             _fsync_dir(shard)
 
-    def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview, direct: bool) -> None:
+    def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview, direct: bool,
+                    batch: _Batch | None) -> None:
         """put() in one GIL-free call (see _NATIVE), with the same durability: fsynced in
         the call unless a deferred batch takes the file (then at its end)."""
-        flusher = self._flusher if self._sync else None
+        flusher = batch.flusher if batch is not None else None
         deferred = flusher is not None and (not flusher.background or flusher.syncfs is not None) and not flusher.closed
         inline = self._sync and not deferred
         for attempt in range(2):
@@ -748,22 +765,22 @@ class FilesystemBlockstore(_Pinning):
             except FileNotFoundError:
                 if attempt or path.parent.is_dir():
                     raise
-                self._make_shard(path.parent)
-        if refused:  # the filesystem has no O_DIRECT: the page cache for the rest of the batch
-            self._direct = False
+                self._make_shard(path.parent, batch)
+        if refused and batch is not None:  # the filesystem has no O_DIRECT: the page cache for the rest of the batch
+            batch.direct = False
         if deferred and not flusher.add(path):  # type: ignore[union-attr]
             _flush([path], {path.parent})  # the batch ended meanwhile
 
-    def _make_shard(self, shard: Path) -> None:
+    def _make_shard(self, shard: Path, batch: _Batch | None) -> None:
         """Make a shard directory on its first block; then the blocks directory is fsynced
         (at the end of a batch, once), so that the new shard's entry is as durable as the
         block about to land in it (as go-ds-flatfs does)."""
         shard.mkdir(exist_ok=True)
-        flusher = self._flusher
+        flusher = batch.flusher if batch is not None else None
         if self._sync and (flusher is None or not flusher.made_dir(self._blocks)):
             _fsync_dir(self._blocks)
 
-    def _create(self, tmp: Path, flags: int) -> int:
+    def _create(self, tmp: Path, flags: int, batch: _Batch | None) -> int:
         """Create the temp file `tmp` in its shard directory, making the shard on its first
         block (_make_shard). A filesystem that refuses O_DIRECT (tmpfs before Linux 6.6)
         gets the page cache, for the rest of the batch."""
@@ -771,11 +788,12 @@ class FilesystemBlockstore(_Pinning):
             try:
                 return os.open(tmp, flags, 0o666)
             except FileNotFoundError:
-                self._make_shard(tmp.parent)
+                self._make_shard(tmp.parent, batch)
             except OSError as exc:
                 if exc.errno != errno.EINVAL or not flags & _O_DIRECT:
                     raise
-                self._direct = False
+                if batch is not None:
+                    batch.direct = False
                 flags &= ~_O_DIRECT
         return os.open(tmp, flags, 0o666)
 
@@ -822,38 +840,32 @@ class FilesystemBlockstore(_Pinning):
 
     @contextlib.contextmanager
     def batch(self, *, background: bool = False, direct: bool = False) -> Iterator[None]:
-        """Defer the fsyncs of the puts inside the block (nestable); every block put inside
-        it is durable once the outermost batch exits. Default: all fsyncs at the end. With
-        sync_method "syncfs" (or "auto" on a quiet machine) the batch ends with one syncfs
-        instead and no put inside it fsyncs.
-        background=True (outermost batch only): each block file and then its shard
-        directory are fsynced by background threads while the caller goes on, so the end
-        only waits for the last few.
+        """Defer the fsyncs of the puts inside the block; every block put inside it is
+        durable once it exits. Default: all fsyncs at the end. With sync_method "syncfs"
+        (or "auto" on a quiet machine) the batch ends with one syncfs instead and no put
+        inside it fsyncs. The batch is this context's (see the module docstring): puts from
+        other threads are not deferred into it. A batch entered inside another of the same
+        context joins it (its options are the outer one's).
+        background=True: each block file and then its shard directory are fsynced by
+        background threads while the caller goes on, so the end only waits for the last few.
 
-        direct=True (outermost batch only): large blocks (>= 64 KiB, a multiple of 4 KiB,
-        in page-aligned memory such as an mmap) are written past the page cache (O_DIRECT).
-        They must reach the disk before the batch ends anyway, so caching them would only
-        cost copying them into freshly allocated pages; a reader right after the batch
-        reads them from the disk. Other blocks, and filesystems without O_DIRECT, use the
-        page cache."""
-        with self._lock:
-            self._batch_depth += 1
-            if self._batch_depth == 1:
-                if self._sync:
-                    whole = self.sync_method == "syncfs" or (self.sync_method == "auto" and _syncfs_pays())
-                    self._flusher = _Flusher(background, self.root if whole else None,
-                                             recheck=self.sync_method == "auto")
-                self._direct = direct and bool(_O_DIRECT)
+        direct=True: large blocks (>= 64 KiB, a multiple of 4 KiB, in page-aligned memory
+        such as an mmap) are written past the page cache (O_DIRECT). They must reach the
+        disk before the batch ends anyway, so caching them would only cost copying them
+        into freshly allocated pages; a reader right after the batch reads them from the
+        disk. Other blocks, and filesystems without O_DIRECT, use the page cache."""
+        if self._batch.get() is not None:
+            yield
+            return
+        flusher = None
+        if self._sync:
+            whole = self.sync_method == "syncfs" or (self.sync_method == "auto" and _syncfs_pays())
+            flusher = _Flusher(background, self.root if whole else None, recheck=self.sync_method == "auto")
+        token = self._batch.set(_Batch(flusher, direct and bool(_O_DIRECT)))
         try:
             yield
         finally:
-            with self._lock:
-                self._batch_depth -= 1
-                flusher = self._flusher if self._batch_depth == 0 else None
-                if flusher is not None:
-                    self._flusher = None
-                if self._batch_depth == 0:
-                    self._direct = False
+            self._batch.reset(token)
             if flusher is not None:
                 flusher.finish()
 

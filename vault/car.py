@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import mmap
 import queue
 import tempfile
@@ -407,7 +408,8 @@ def _put_in_parallel(store: FilesystemBlockstore, spool: BinaryIO, staged: list[
                             buffer.close()
                         free.put(token)
                         raise
-                    pending.append((pool.submit(put, cid, token, buffer, size), size))
+                    # in this thread's context: the put joins its batch (see blockstore.batch)
+                    pending.append((pool.submit(contextvars.copy_context().run, put, cid, token, buffer, size), size))
                 report(False)
         finally:
             wait([f for f, _ in pending if f is not None])

@@ -2,6 +2,7 @@
 (layout, corruption on disk, torn writes, durable pins, fsync batching)."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -371,6 +372,71 @@ def test_a_batch_is_made_durable_by_one_syncfs_or_by_fsyncs(tmp_path: Path, fsyn
     else:
         assert synced_fs == [] and len(fsyncs) == 2 * len(blocks)  # each file and its shard
     assert all(store.get(cid) == data for cid, data in blocks)
+
+
+# -- a batch is its own context's ----------------------------------------------------------
+
+
+def test_a_batch_defers_its_own_threads_puts_and_no_one_elses(tmp_path: Path, fsyncs: list[int]) -> None:
+    """Another thread's open batch (a seal under way) neither defers a plain put nor keeps
+    this thread's own batch from being durable when it exits."""
+    import threading
+
+    store = _store(tmp_path, fsyncs, premade=True)
+    inside, release = threading.Event(), threading.Event()
+
+    def other() -> None:
+        with store.batch(background=True):
+            inside.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    try:
+        assert inside.wait(30)
+        (a, a_data), (b, b_data) = _blocks(2)
+        store.put(a, a_data)  # outside any batch of this thread's: durable when put returns
+        assert store._path(a).stat().st_ino in fsyncs
+        fsyncs.clear()
+        with store.batch():
+            store.put(b, b_data)
+            assert fsyncs == []  # deferred into this thread's batch ...
+        assert store._path(b).stat().st_ino in fsyncs  # ... durable at its end, the other still open
+    finally:
+        release.set()
+        thread.join()
+
+
+def _syncfs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FilesystemBlockstore, list[Path]]:
+    if blockstore._SYNCFS is None:
+        pytest.skip("no syncfs(2) here")
+    synced_fs: list[Path] = []
+    real = blockstore._syncfs
+    monkeypatch.setattr(blockstore, "_syncfs", lambda path: (synced_fs.append(path), real(path)))
+    return FilesystemBlockstore(tmp_path, sync_method="syncfs"), synced_fs
+
+
+def test_seals_writer_threads_join_its_batch(tmp_path: Path, fsyncs: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    from vault.age import X25519Identity
+    from vault.vault import Vault
+
+    store, synced_fs = _syncfs_only(tmp_path, monkeypatch)
+    fsyncs.clear()
+    sealed = Vault(store, X25519Identity.generate()).seal(io.BytesIO(os.urandom(5 << 20)))
+    blocks = {store._path(c).stat().st_ino for c in store.iter_cids()}
+    assert len(blocks) >= 6 and sealed.cid
+    assert synced_fs == [tmp_path] and not blocks & set(fsyncs)  # one syncfs, no put fsynced on its own
+
+
+def test_car_imports_put_threads_join_its_batch(tmp_path: Path, fsyncs: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    from vault.car import import_blocks
+
+    store, synced_fs = _syncfs_only(tmp_path, monkeypatch)
+    fsyncs.clear()
+    blocks = [(CID.from_sha256(b, RAW, 1), b) for b in (os.urandom(1 << 20) for _ in range(6))]
+    assert import_blocks(store, blocks) == 6
+    inodes = {store._path(c).stat().st_ino for c, _ in blocks}
+    assert synced_fs == [tmp_path] and not inodes & set(fsyncs)
 
 
 def test_sync_method_is_checked() -> None:
