@@ -211,13 +211,23 @@ class _Pinning:
 
     def gc(self) -> int:
         """Delete every block not reachable from a pin; returns how many were removed. Waits
-        until no import holds importing() (in any process, for a FilesystemBlockstore)."""
+        until no import holds importing() (in any process, for a FilesystemBlockstore).
+        A pinned DAG with a dag-pb node missing stops gc before it deletes anything
+        (BlockNotFoundError): what that node links to is unknown, and deleting it would
+        leave the DAG broken for good once the node is put back (Kubo's gc aborts too). A
+        missing raw leaf has nothing under it: gc goes on."""
         if getattr(self._holding, "depth", 0):
             raise InputValidationError("gc() inside importing() would wait for itself")
         with self._gate(True), self._lock:
             keep: set[bytes] = set()
             for root in self._load_pins():
-                keep.update(c.multihash for c in walk_dag(self, root, strict=False))  # type: ignore[arg-type]
+                for cid in walk_dag(self, root, strict=False):  # type: ignore[arg-type]
+                    if cid.codec == DAG_PB and not self.has(cid):  # type: ignore[attr-defined]
+                        raise BlockNotFoundError(
+                            f"gc stopped, nothing removed: block {cid} of the DAG pinned at {root} is not in "
+                            "the store, so the blocks it links to are unknown; put it back (e.g. car import) "
+                            "or unpin the root")
+                    keep.add(cid.multihash)
             doomed = [c for c in self.iter_cids() if c.multihash not in keep]  # type: ignore[attr-defined]
             for cid in doomed:
                 self.delete(cid)  # type: ignore[attr-defined]

@@ -114,6 +114,37 @@ class PinningSuite(BlockStoreSuite):
             store.pin(root)
         assert root not in store.pins()
 
+    def test_gc_stops_before_deleting_anything_when_a_pinned_dags_node_is_missing(
+            self, store: PinningBlockStore) -> None:
+        data = hashlib.shake_256(b"an inner node goes missing").digest(2000)
+        root = import_bytes(data, TINY, store.put)
+        store.pin(root)
+        junk = CID.from_sha256(b"junk")
+        store.put(junk, b"junk")
+        order = list(walk_dag(store, root))
+        inner = next(c for c in order[1:] if c.codec == DAG_PB)
+        inner_block = store.get(inner)
+        store.delete(inner)  # lost: its leaves are still there, and still needed
+        before = {c.multihash for c in store.iter_cids()}
+        with pytest.raises(BlockNotFoundError, match=f"gc stopped, nothing removed: block {inner}"):
+            store.gc()
+        assert {c.multihash for c in store.iter_cids()} == before  # junk included
+        store.put(inner, inner_block)  # back (from a gateway, a CAR): the DAG is whole again
+        assert store.gc() == 1 and not store.has(junk)
+        assert b"".join(export(root, store.get)) == data
+
+    def test_gc_goes_on_past_a_missing_raw_leaf(self, store: PinningBlockStore) -> None:
+        data = hashlib.shake_256(b"a leaf goes missing").digest(2000)
+        root = import_bytes(data, TINY, store.put)
+        store.pin(root)
+        junk = CID.from_sha256(b"junk")
+        store.put(junk, b"junk")
+        leaf = next(c for c in walk_dag(store, root) if c.codec == RAW)
+        store.delete(leaf)  # nothing under it to lose
+        rest = {c.multihash for c in store.iter_cids()} - {junk.multihash}
+        assert store.gc() == 1
+        assert {c.multihash for c in store.iter_cids()} == rest
+
     def test_gc_keeps_pinned_dags_and_removes_the_rest(self, store: PinningBlockStore) -> None:
         kept, kept_data = _file(store, b"keep me ", profile=TINY_PB)
         shared, shared_data = _file(store, b"keep me ", size=1000, profile=TINY_PB)  # shares blocks
