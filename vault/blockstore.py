@@ -65,7 +65,9 @@ it then fsyncs inline (the caller's threads are the background: seal runs six wr
 instead of handing the file to the fsync threads. The files, their order of operations
 and the guarantees are the same; tests/vault/test_blockstore_native.py traces them. A crash inside an
 unfinished batch can leave torn blocks, which are detected on read (hash check) and
-replaced by the next put of the same block (size check). With `sync=False` nothing is fsynced (tests, scratch
+replaced by the next put of the same block: put reads a block file that is already
+there with the right size and keeps it only if it hashes to its CID (`holds`), so a
+re-import repairs what a crash or bit rot damaged. With `sync=False` nothing is fsynced (tests, scratch
 stores). A pin file is always written with temp + fsync + rename + directory fsync.
 
 `get(cid, verify=False)` skips the hash check for a caller that verifies the block itself
@@ -87,8 +89,10 @@ import os
 import platform
 import queue
 import secrets
+import stat
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -97,7 +101,8 @@ from vault import _accel
 from vault._mfbase import FormatError
 from vault._mfdagpb import link_cids
 from vault.cid import CID, DAG_PB, RAW
-from vault.errors import BlockNotFoundError, InputValidationError, IntegrityError, InvalidCIDError
+from vault.errors import (BlockMismatchError, BlockNotFoundError, InputValidationError, IntegrityError,
+                          InvalidCIDError)
 
 __all__ = ["BlockStore", "FilesystemBlockstore", "MemoryBlockstore", "PinningBlockStore", "walk_dag"]
 
@@ -231,7 +236,12 @@ class _Pinning:
             doomed = [c for c in self.iter_cids() if c.multihash not in keep]  # type: ignore[attr-defined]
             for cid in doomed:
                 self.delete(cid)  # type: ignore[attr-defined]
-            return len(doomed)
+            return len(doomed) + self._sweep()
+
+    def _sweep(self) -> int:
+        """gc's last step, under its exclusive gate: remove what is not a block of the
+        store but takes room in it; returns how many block-like files went. None here."""
+        return 0
 
 
 class _Gate:
@@ -320,6 +330,17 @@ _SHARDING = "/repo/flatfs/shard/v1/next-to-last/2"  # what go-ds-flatfs writes f
 
 def _key(multihash: bytes) -> str:
     return base64.b32encode(multihash).decode("ascii").rstrip("=")
+
+
+def _block_cid(key: str) -> CID | None:
+    """The raw CID a block file's name stands for, or None if it names no sha2-256 multihash."""
+    try:
+        return CID(1, RAW, base64.b32decode(key + "=" * (-len(key) % 8)))
+    except (ValueError, InvalidCIDError):
+        return None
+
+
+_STALE_TEMP = 3600.0  # seconds: a temp file older than this in the store is a crashed write's
 
 
 def _fsync_dir(path: Path) -> None:
@@ -478,11 +499,11 @@ def _in_page_cache(fd: int, size: int) -> bool:
     kernel: ENOSYS). No library wraps it; the stdlib has no mincore either."""
     if _SYSCALL is None:
         return False
-    span, stat = _CacheStatRange(0, size), _CacheStat()
-    if _SYSCALL(ctypes.c_long(_NR_CACHESTAT), ctypes.c_int(fd), ctypes.byref(span), ctypes.byref(stat),
+    span, cached = _CacheStatRange(0, size), _CacheStat()
+    if _SYSCALL(ctypes.c_long(_NR_CACHESTAT), ctypes.c_int(fd), ctypes.byref(span), ctypes.byref(cached),
                 ctypes.c_uint(0)) != 0:
         return False
-    return stat.nr_cache * _PAGE >= size
+    return cached.nr_cache * _PAGE >= size
 
 
 _READ_BUFFERS = threading.local()  # one aligned buffer per reading thread
@@ -726,9 +747,15 @@ class FilesystemBlockstore(_Pinning):
         if self._verify_writes:
             cid.verify(data)
         path = self._path(cid)
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size == len(data):
-                return  # content-addressed: already there (a torn copy would differ in size)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            pass
+        else:
+            if not stat.S_ISREG(st.st_mode):
+                raise self._not_a_file(cid, path)
+            if st.st_size == len(data) and self._whole(cid, path):
+                return  # content-addressed: already there (a torn or damaged copy is replaced)
         shard = path.parent
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
         batch = self._batch.get()
@@ -823,6 +850,8 @@ class FilesystemBlockstore(_Pinning):
             data = _read_direct(path) if direct and _O_DIRECT else path.read_bytes()
         except FileNotFoundError:
             raise BlockNotFoundError(f"block {cid} is not in the store") from None
+        except (IsADirectoryError, NotADirectoryError):
+            raise self._not_a_file(cid, path) from None
         if verify:
             cid.verify(data)
         return data
@@ -830,23 +859,95 @@ class FilesystemBlockstore(_Pinning):
     def has(self, cid: CID) -> bool:
         return self._path(cid).is_file()
 
+    def holds(self, cid: CID) -> bool:
+        """The block is there and whole: its file read and hashed against `cid` (has()
+        only looks for the file). A damaged copy makes this False, and a put replaces it."""
+        return self._whole(cid, self._path(cid))
+
+    @staticmethod
+    def _whole(cid: CID, path: Path) -> bool:
+        try:
+            data = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return False
+        try:
+            cid.verify(data)
+        except BlockMismatchError:
+            return False
+        return True
+
     def delete(self, cid: CID) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(cid).unlink()
+        path = self._path(cid)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except (IsADirectoryError, PermissionError) as exc:  # Linux: EISDIR; macOS: EPERM
+            if not path.is_dir():
+                raise
+            raise self._not_a_file(cid, path) from exc
+
+    @staticmethod
+    def _not_a_file(cid: CID, path: Path) -> IntegrityError:
+        return IntegrityError(f"the store is damaged: {path} (block {cid}) is not a regular file; "
+                              "remove it, then put the block again")
 
     def iter_cids(self) -> Iterator[CID]:
-        for shard in sorted(self._blocks.iterdir()):
-            if not shard.is_dir():
-                continue
-            for entry in sorted(os.listdir(shard)):
-                if entry.startswith(".") or not entry.endswith(".data"):
-                    continue
-                key = entry[: -len(".data")]
-                try:
-                    mh = base64.b32decode(key + "=" * (-len(key) % 8))
-                    yield CID(1, RAW, mh)
-                except (ValueError, InvalidCIDError):
-                    continue  # not a block file
+        """Every block file of the store: regular files only, each under its canonical
+        name in its own shard (what get() reads); anything else in the shards is left to
+        gc (_sweep)."""
+        for cid, _path, kind in self._scan():
+            if kind == "block":
+                yield cid  # type: ignore[misc]
+
+    def _scan(self) -> Iterator[tuple[CID | None, Path, str]]:
+        """(cid, path, kind) of each entry in the shard directories. kind: "block" (a
+        regular file, canonical name, right shard), "misplaced" (a block file under another
+        name or in another shard: get() never reads it), "temp" (a put's or a pin's temp
+        file) or "other" (left alone: not ours to remove)."""
+        with os.scandir(self._blocks) as shards:
+            dirs = sorted((e.name, e.path) for e in shards if e.is_dir(follow_symlinks=False))
+        for name, shard_path in dirs:
+            with os.scandir(shard_path) as entries:
+                found = sorted((e.name, e.is_file(follow_symlinks=False)) for e in entries)
+            for entry, regular in found:
+                path = Path(shard_path, entry)
+                if not regular:
+                    yield None, path, "other"
+                elif entry.startswith("."):
+                    yield None, path, "temp" if entry.endswith(".tmp") else "other"
+                elif entry.endswith(".data"):
+                    cid = _block_cid(entry[: -len(".data")])
+                    if cid is None:
+                        yield None, path, "other"
+                    elif _key(cid.multihash) + ".data" == entry and name == entry[-8:-6]:
+                        yield cid, path, "block"
+                    else:
+                        yield cid, path, "misplaced"
+                else:
+                    yield None, path, "other"
+
+    def _sweep(self) -> int:
+        """Block files that get() cannot reach (misplaced) go; so do temp files of puts
+        and pins older than _STALE_TEMP (a crashed put's: a put under way takes
+        milliseconds, and one outside importing() is not held off by gc's gate)."""
+        removed = 0
+        temps = []
+        for _, path, kind in self._scan():
+            if kind == "misplaced":
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed += 1
+            elif kind == "temp":
+                temps.append(path)
+        with contextlib.suppress(FileNotFoundError):
+            temps += [self._pins_dir / n for n in os.listdir(self._pins_dir) if n.startswith(".") and n.endswith(".tmp")]
+        stale = time.time() - _STALE_TEMP
+        for path in temps:
+            with contextlib.suppress(FileNotFoundError):
+                if path.lstat().st_mtime < stale:
+                    path.unlink()
+        return removed
 
     @contextlib.contextmanager
     def batch(self, *, background: bool = False, direct: bool = False) -> Iterator[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -372,6 +373,96 @@ def test_a_batch_is_made_durable_by_one_syncfs_or_by_fsyncs(tmp_path: Path, fsyn
     else:
         assert synced_fs == [] and len(fsyncs) == 2 * len(blocks)  # each file and its shard
     assert all(store.get(cid) == data for cid, data in blocks)
+
+
+# -- damaged and stray files in the store -----------------------------------------------------
+
+
+def _damage(store: FilesystemBlockstore, cid: CID) -> None:
+    """Same size, other bytes: what bit rot or a crash inside a syncfs batch can leave."""
+    path = store._path(cid)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    path.write_bytes(bytes(raw))
+
+
+def test_a_put_repairs_a_damaged_block_of_the_right_size(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    data = os.urandom(70_000)
+    cid = CID.from_sha256(data, RAW, 1)
+    store.put(cid, data)
+    assert store.holds(cid)
+    _damage(store, cid)
+    assert store.has(cid) and not store.holds(cid)
+    with pytest.raises(BlockMismatchError):
+        store.get(cid)
+    store.put(cid, data)
+    assert store.holds(cid) and store.get(cid) == data
+
+
+def test_a_car_import_repairs_a_damaged_block_it_carries(tmp_path: Path) -> None:
+    from vault.car import import_blocks
+
+    store = FilesystemBlockstore(tmp_path)
+    blocks = [(CID.from_sha256(b, RAW, 1), b) for b in (os.urandom(1 << 20), os.urandom(5000))]
+    import_blocks(store, blocks)
+    _damage(store, blocks[0][0])
+    assert import_blocks(store, blocks) == 1  # the damaged one stored again, the whole one left
+    assert all(store.get(c) == b for c, b in blocks)
+
+
+def test_a_directory_where_a_block_file_belongs_is_a_clear_error_and_does_not_stop_gc(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    data = os.urandom(5000)
+    cid = CID.from_sha256(data, RAW, 1)
+    store._path(cid).mkdir()
+    junk = CID.from_sha256(b"junk")
+    store.put(junk, b"junk")
+    assert not store.has(cid) and not store.holds(cid) and list(store.iter_cids()) == [junk]
+    for attempt in (lambda: store.get(cid), lambda: store.put(cid, data), lambda: store.delete(cid)):
+        with pytest.raises(IntegrityError, match="is not a regular file; remove it"):
+            attempt()
+    assert store.gc() == 1 and not store.has(junk)
+    assert not [p for p in (tmp_path / "blocks").rglob("*.tmp")]  # the refused put left nothing
+
+
+def test_gc_removes_block_files_that_get_cannot_reach(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    data = b"misplaced"
+    cid = CID.from_sha256(data, RAW, 1)
+    store.put(cid, data)
+    store.pin(cid)
+    right = store._path(cid)
+    other_shard = next(p for p in (tmp_path / "blocks").iterdir() if p.is_dir() and p != right.parent)
+    wrong = other_shard / right.name
+    wrong.write_bytes(data)  # a copy in another shard: get() never reads it
+    padded = right.parent / (right.stem + "=" * (-len(right.stem) % 8) + ".data")  # not the canonical name
+    padded.write_bytes(data)
+    undecodable = right.parent / right.name.lower()  # names no multihash: not the store's to remove
+    undecodable.write_bytes(data)
+    assert list(store.iter_cids()) == [cid]
+    assert store.gc() == 2
+    assert not wrong.exists() and not padded.exists() and store.get(cid) == data
+    assert store.gc() == 0 and undecodable.exists()
+
+
+def test_gc_removes_stale_temp_files_and_spares_fresh_ones(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    cid = CID.from_sha256(b"x")
+    store.put(cid, b"x")
+    store.pin(cid)
+    shard = store._path(cid).parent
+    old, fresh = shard / f".{store._path(cid).stem}.0123456789ab.tmp", shard / ".FRESH.ba9876543210.tmp"
+    old_pin = tmp_path / "pins" / ".ABC.pin.0123456789ab.tmp"
+    unknown = shard / "README"  # not the store's to remove
+    for path in (old, fresh, old_pin, unknown):
+        path.write_bytes(b"partial")
+    hours_ago = time.time() - 2 * 3600
+    for path in (old, old_pin, unknown):
+        os.utime(path, (hours_ago, hours_ago))
+    assert store.gc() == 0  # temp files are not blocks
+    assert not old.exists() and not old_pin.exists()
+    assert fresh.exists() and unknown.exists() and store.get(cid) == b"x" and store.pins() == {cid}
 
 
 # -- a batch is its own context's ----------------------------------------------------------
