@@ -272,6 +272,8 @@ def _plaintext_reader(src: BinaryIO | Path | Iterable[bytes] | bytes, stack: con
         return io.BytesIO(src)
     if isinstance(src, (str, os.PathLike)):
         return stack.enter_context(open(src, "rb", buffering=0))
+    if isinstance(src, io.TextIOBase):
+        raise InputValidationError(f"{type(src).__name__} is a text stream: open the file in binary mode ('rb')")
     if hasattr(src, "readinto") or hasattr(src, "read"):
         return src
     return _PieceReader(src)

@@ -274,6 +274,75 @@ def test_a_failing_source_aborts_the_seal(owner) -> None:
     assert store.pins() == frozenset()
 
 
+class _NonBlocking(io.RawIOBase):
+    """A pipe opened O_NONBLOCK, say: some data, then None ("none yet"), then the rest."""
+
+    def __init__(self, answers: list[bytes | None]) -> None:
+        self._answers = answers
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:  # noqa: ANN001
+        if not self._answers:
+            return 0
+        answer = self._answers.pop(0)
+        if answer is None:
+            return None
+        buffer[: len(answer)] = answer
+        return len(answer)
+
+
+class _Greedy:
+    """read(n) that ignores n."""
+
+    def __init__(self) -> None:
+        self._sent = False
+
+    def read(self, n: int) -> bytes:
+        if self._sent:
+            return b""
+        self._sent = True
+        return os.urandom(n + 10)
+
+
+class _ReadNone:
+    def read(self, n: int) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("source", "match"),
+    [
+        (lambda tmp: _NonBlocking([b"x" * 1000, None, b"y" * 1000]), "non-blocking stream"),
+        (lambda tmp: _ReadNone(), "non-blocking stream"),
+        (lambda tmp: _Greedy(), r"returned \d+ bytes"),
+        (lambda tmp: (tmp / "t.txt").open("w+"), "text stream: open the file in binary mode"),
+    ],
+    ids=["readinto-None", "read-None", "read-more-than-asked", "text-mode-file"],
+)
+def test_a_source_that_cannot_be_read_whole_is_refused_not_sealed_short(tmp_path, owner, source, match) -> None:
+    store = MemoryBlockstore()
+    src = source(tmp_path)
+    try:
+        with pytest.raises(InputValidationError, match=match):
+            Vault(store, owner).seal(src)
+    finally:
+        close = getattr(src, "close", None)
+        if close is not None:
+            close()
+    assert store.pins() == frozenset()
+
+
+def test_a_text_mode_read_gives_a_clear_error_too(owner) -> None:
+    class Text:
+        def read(self, n: int) -> str:
+            return "plaintext"
+
+    with pytest.raises(InputValidationError, match="returned str, not bytes"):
+        Vault(MemoryBlockstore(), owner).seal(Text())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -267,20 +267,40 @@ def iter_runs(pieces: Iterable[bytes | bytearray | memoryview]) -> Iterator[tupl
 
 
 def read_full(src: BinaryIO, view: memoryview) -> int:
-    """Fill `view` from `src`; fewer bytes only at end of stream."""
+    """Fill `view` from `src`; fewer bytes only at end of stream. A source that answers
+    None (a non-blocking stream with no data yet), anything but bytes (a text-mode file)
+    or more than was asked for is an InputValidationError, not an early end: a sealed
+    prefix of the input would pass for the whole of it."""
     readinto = getattr(src, "readinto", None)
     filled = 0
     while filled < len(view):
+        want = len(view) - filled
         if readinto is not None:
             n = readinto(view[filled:])
+            if n is None:
+                raise _nonblocking(src)
+            if not isinstance(n, int) or not 0 <= n <= want:
+                raise InputValidationError(f"{type(src).__name__}.readinto() returned {n!r} for a {want}-byte buffer")
         else:
-            data = src.read(len(view) - filled)
-            n = len(data) if data else 0
-            view[filled : filled + n] = data or b""
+            data = src.read(want)
+            if data is None:
+                raise _nonblocking(src)
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InputValidationError(f"{type(src).__name__}.read() returned {type(data).__name__}, not bytes "
+                                           "(open the file in binary mode, 'rb')")
+            n = len(data)
+            if n > want:
+                raise InputValidationError(f"{type(src).__name__}.read({want}) returned {n} bytes")
+            view[filled : filled + n] = data
         if not n:
             break
         filled += n
     return filled
+
+
+def _nonblocking(src: object) -> InputValidationError:
+    return InputValidationError(f"{type(src).__name__} returned None (a non-blocking stream with no data yet): "
+                                "give a blocking file or stream")
 
 
 def open_(aead: ChaCha20Poly1305, src: BinaryIO) -> Iterator[bytes]:
