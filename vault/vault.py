@@ -215,7 +215,8 @@ class Vault:
         gateway client), replace its header by `header` (None keeps the stored one),
         decrypt with `identity`, check `commitment`, and write `out` atomically.
         Returns the number of plaintext bytes written. On any failure nothing is left
-        at `out` and no temp file remains. `progress(n)`: plaintext bytes since last call."""
+        at `out` and no temp file remains (a file that was at `out` stays unless the
+        failure is the last step's, the fsync of the directory after the rename). `progress(n)`: plaintext bytes since last call."""
         root = _parse_cid(cid)
         if not isinstance(commitment, bytes) or len(commitment) != COMMITMENT_SIZE:
             raise InputValidationError(f"commitment must be {COMMITMENT_SIZE} bytes")
@@ -242,7 +243,8 @@ class Vault:
             get_block = prefetch = disk_prefetch(self.store, 1)
         elif get_block is None:
             get_block = _get_once_verified(self.store)
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".part")
+        # a short name of its own: `out`'s may be near NAME_MAX already
+        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=".twinledger-open-", suffix=".part")
         tmp = Path(tmp_name)
         blocks: Iterator[bytes] | None = None
         try:
@@ -270,7 +272,12 @@ class Vault:
                 blocks.close()  # type: ignore[attr-defined]
             if prefetch is not None:
                 prefetch.close()
-        _fsync_dir(out.parent)
+        try:
+            _fsync_dir(out.parent)  # the rename's entry: durable before open returns
+        except BaseException:
+            with contextlib.suppress(OSError):
+                out.unlink()  # nothing at `out` after a failure (what it replaced is gone either way)
+            raise
         return written
 
 

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -406,10 +407,13 @@ def car_export(
 
     root = _cid(cid)
     output = output.expanduser()
-    tmp = output.with_name(f".{output.name}.part")
+    # a name of its own (two exports to one path do not share it), short (`output`'s may
+    # be near NAME_MAX already)
+    tmp = output.parent / f".twinledger-car-{secrets.token_hex(8)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask's mode, as open() gives
     blocks = None
     try:
-        with open(tmp, "wb") as fh:
+        with open(fd, "wb") as fh:
             if kubo:
                 with _kubo(kubo) as client, _progress(None, "exporting") as advance:
                     for piece in client.dag_export(root):

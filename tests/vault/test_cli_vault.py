@@ -455,6 +455,17 @@ def test_car_export_of_a_dag_that_is_not_unixfs_works_on_a_terminal_too(tmp_path
         assert roots == [root] and [c for c, _ in blocks] == [root, cleaf]
 
 
+def test_car_export_to_a_name_near_name_max(tmp_path, home, run) -> None:
+    cid = run("ipfs", "add", str(write(tmp_path, "f", b"long name"))).stdout.strip()
+    out = tmp_path / "cars"
+    out.mkdir()
+    car = out / ("c" * 250)
+    result = run("car", "export", cid, "-o", str(car))
+    assert result.exit_code == 0, result.output
+    roots, blocks = read_car(io.BytesIO(car.read_bytes()))
+    assert [str(r) for r in roots] == [cid] and [p.name for p in out.iterdir()] == [car.name]
+
+
 @pytest.mark.parametrize("served", ["whole", "half", "other-root", "missing-leaf"])
 def test_car_export_from_kubo_is_checked_before_it_is_renamed_into_place(tmp_path, run, monkeypatch, served) -> None:
     """Kubo reports a failure after its stream began only in an HTTP trailer: the CLI checks

@@ -360,6 +360,30 @@ def test_open_validates_its_arguments(store, owner, sealed_multi, outdir, kwargs
     assert list(outdir.iterdir()) == []
 
 
+def test_open_writes_an_output_whose_name_is_near_name_max(store, owner, outdir) -> None:
+    data = os.urandom(5000)
+    sealed = Vault(store, owner).seal([data])
+    out = outdir / ("n" * 250)
+    assert Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment) == len(data)
+    assert out.read_bytes() == data and [p.name for p in outdir.iterdir()] == [out.name]
+
+
+def test_a_failed_directory_fsync_after_the_rename_leaves_nothing_at_out(store, owner, outdir, monkeypatch) -> None:
+    import vault.vault as vault_module
+
+    sealed = Vault(store, owner).seal([b"secret plaintext"])
+    out = outdir / "o.bin"
+    out.write_bytes(b"what was there")
+
+    def failing(path) -> None:  # noqa: ANN001
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(vault_module, "_fsync_dir", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
+    assert list(outdir.iterdir()) == []
+
+
 def test_constructor_validates(owner) -> None:
     with pytest.raises(InputValidationError, match="profile"):
         Vault(MemoryBlockstore(), owner, profile="v9")
