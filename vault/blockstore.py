@@ -236,9 +236,9 @@ class _Pinning:
             doomed = [c for c in self.iter_cids() if c.multihash not in keep]  # type: ignore[attr-defined]
             for cid in doomed:
                 self.delete(cid)  # type: ignore[attr-defined]
-            return len(doomed) + self._sweep()
+            return len(doomed) + self._sweep(keep)
 
-    def _sweep(self) -> int:
+    def _sweep(self, keep: set[bytes]) -> int:
         """gc's last step, under its exclusive gate: remove what is not a block of the
         store but takes room in it; returns how many block-like files went. None here."""
         return 0
@@ -565,6 +565,7 @@ class _Batch:
 
     flusher: _Flusher | None
     direct: bool
+    open: bool = True
 
 
 class _Flusher:
@@ -747,18 +748,11 @@ class FilesystemBlockstore(_Pinning):
         if self._verify_writes:
             cid.verify(data)
         path = self._path(cid)
-        try:
-            st = path.stat()
-        except FileNotFoundError:
-            pass
-        else:
-            if not stat.S_ISREG(st.st_mode):
-                raise self._not_a_file(cid, path)
-            if st.st_size == len(data) and self._whole(cid, path):
-                return  # content-addressed: already there (a torn or damaged copy is replaced)
+        batch = self._current_batch()
+        if self._present(cid, path, len(data), batch):
+            return  # content-addressed: already there (a torn or damaged copy is replaced)
         shard = path.parent
         tmp = shard / f".{path.stem}.{secrets.token_hex(6)}.tmp"
-        batch = self._batch.get()
         direct = batch is not None and batch.direct and len(data) % _ALIGN == 0 and len(data) >= _DIRECT_MIN
         if _NATIVE:
             if direct and not _accel.page_aligned(data):
@@ -864,6 +858,32 @@ class FilesystemBlockstore(_Pinning):
         only looks for the file). A damaged copy makes this False, and a put replaces it."""
         return self._whole(cid, self._path(cid))
 
+    def adopt(self, cid: CID) -> bool:
+        """put() for a block that may be there already, without its bytes: True if it is
+        there and whole, and then as durable as a put makes it (with this context's batch,
+        else now: another batch may have written it and not synced it yet); False if a
+        put must write it."""
+        return self._present(cid, self._path(cid), None, self._current_batch())
+
+    def _present(self, cid: CID, path: Path, size: int | None, batch: _Batch | None) -> bool:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        except NotADirectoryError:
+            raise self._not_a_file(cid, path) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise self._not_a_file(cid, path)
+        if size is not None and st.st_size != size or not self._whole(cid, path):
+            return False
+        if self._sync:
+            # durable as if put here: with this batch (one syncfs, or its deferred fsyncs),
+            # else now (fsyncing a file with nothing dirty costs little)
+            flusher = batch.flusher if batch is not None else None
+            if flusher is None or (flusher.background and flusher.syncfs is None) or not flusher.add(path):
+                _flush([path], {path.parent})
+        return True
+
     @staticmethod
     def _whole(cid: CID, path: Path) -> bool:
         try:
@@ -882,6 +902,8 @@ class FilesystemBlockstore(_Pinning):
             path.unlink()
         except FileNotFoundError:
             pass
+        except NotADirectoryError:
+            raise self._not_a_file(cid, path) from None
         except (IsADirectoryError, PermissionError) as exc:  # Linux: EISDIR; macOS: EPERM
             if not path.is_dir():
                 raise
@@ -889,8 +911,9 @@ class FilesystemBlockstore(_Pinning):
 
     @staticmethod
     def _not_a_file(cid: CID, path: Path) -> IntegrityError:
-        return IntegrityError(f"the store is damaged: {path} (block {cid}) is not a regular file; "
-                              "remove it, then put the block again")
+        odd = path.parent if path.parent.exists() and not path.parent.is_dir() else path
+        return IntegrityError(f"the store is damaged: {odd} (block {cid}{', its shard' if odd != path else ''}) "
+                              "is not a regular file; remove it, then put the block again")
 
     def iter_cids(self) -> Iterator[CID]:
         """Every block file of the store: regular files only, each under its canonical
@@ -927,27 +950,48 @@ class FilesystemBlockstore(_Pinning):
                 else:
                     yield None, path, "other"
 
-    def _sweep(self) -> int:
-        """Block files that get() cannot reach (misplaced) go; so do temp files of puts
-        and pins older than _STALE_TEMP (a crashed put's: a put under way takes
-        milliseconds, and one outside importing() is not held off by gc's gate)."""
+    def _sweep(self, keep: set[bytes]) -> int:
+        """Block files that get() cannot reach (misplaced) go, unless one is the only
+        copy of a block a pin needs: that one is moved into place. So do temp files of
+        puts and pins older than _STALE_TEMP (a crashed put's: a put under way takes
+        milliseconds, and one outside importing() is not held off by gc's gate). Only
+        regular files; one that cannot be removed is left for the next gc."""
         removed = 0
         temps = []
-        for _, path, kind in self._scan():
+        for cid, path, kind in self._scan():
             if kind == "misplaced":
-                with contextlib.suppress(FileNotFoundError):
+                assert cid is not None
+                if cid.multihash in keep and self._restore(cid, path):
+                    continue
+                with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
             elif kind == "temp":
                 temps.append(path)
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             temps += [self._pins_dir / n for n in os.listdir(self._pins_dir) if n.startswith(".") and n.endswith(".tmp")]
         stale = time.time() - _STALE_TEMP
         for path in temps:
-            with contextlib.suppress(FileNotFoundError):
-                if path.lstat().st_mtime < stale:
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode) and st.st_mtime < stale:
                     path.unlink()
         return removed
+
+    def _restore(self, cid: CID, found: Path) -> bool:
+        """Move a misplaced copy of a pinned block to its own path if that has none and the
+        copy hashes right; True if the block is now in place (it was, or it moved)."""
+        home = self._path(cid)
+        if self._whole(cid, home):
+            return False  # the copy is a spare: removed
+        if not self._whole(cid, found):
+            return False
+        with contextlib.suppress(OSError):
+            os.replace(found, home)
+            if self._sync:
+                _flush([home], {home.parent, found.parent})
+            return True
+        return False
 
     @contextlib.contextmanager
     def batch(self, *, background: bool = False, direct: bool = False) -> Iterator[None]:
@@ -965,20 +1009,30 @@ class FilesystemBlockstore(_Pinning):
         disk before the batch ends anyway, so caching them would only cost copying them
         into freshly allocated pages; a reader right after the batch reads them from the
         disk. Other blocks, and filesystems without O_DIRECT, use the page cache."""
-        if self._batch.get() is not None:
+        if self._current_batch() is not None:
             yield
             return
         flusher = None
         if self._sync:
             whole = self.sync_method == "syncfs" or (self.sync_method == "auto" and _syncfs_pays())
             flusher = _Flusher(background, self.root if whole else None, recheck=self.sync_method == "auto")
-        token = self._batch.set(_Batch(flusher, direct and bool(_O_DIRECT)))
+        batch = _Batch(flusher, direct and bool(_O_DIRECT))
+        token = self._batch.set(batch)
         try:
             yield
         finally:
-            self._batch.reset(token)
-            if flusher is not None:
-                flusher.finish()
+            batch.open = False  # a copied context that still sees it (a worker's) treats it as gone
+            try:
+                self._batch.reset(token)
+            except ValueError:  # left from another context (a generator resumed elsewhere)
+                self._batch.set(None)
+            finally:
+                if flusher is not None:
+                    flusher.finish()
+
+    def _current_batch(self) -> _Batch | None:
+        batch = self._batch.get()
+        return batch if batch is not None and batch.open else None
 
     # -- pins -----------------------------------------------------------------------------
     # One file per pin in <root>/pins/, named by the base32 of the CID's binary form (a

@@ -390,7 +390,7 @@ def _put_in_parallel(store: FilesystemBlockstore, spool: BinaryIO, staged: list[
             for cid, start, size in staged:
                 if failed.is_set():
                     break
-                if store.holds(cid):  # there and whole (a damaged copy is put again)
+                if store.adopt(cid):  # there and whole, made durable with this batch (a damaged copy is put again)
                     pending.append((None, size))
                 else:
                     token = free.get()

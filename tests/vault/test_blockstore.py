@@ -186,8 +186,11 @@ def test_sync_fsyncs_every_put(tmp_path: Path, fsyncs: list[int], premade: bool)
         expected += [blocks_dir] * len(shards)
     assert sorted(fsyncs) == sorted(expected)
     fsyncs.clear()
-    store.put(*_blocks(1)[0])  # already there: nothing written, nothing synced
-    assert fsyncs == []
+    cid, data = _blocks(1)[0]
+    before = store._path(cid).stat()
+    store.put(cid, data)  # already there: not written again, but synced (another batch may have written it)
+    assert store._path(cid).stat().st_mtime_ns == before.st_mtime_ns
+    assert sorted(fsyncs) == sorted([before.st_ino, store._path(cid).parent.stat().st_ino])
 
 
 @pytest.mark.parametrize("premade", [True, False])
@@ -465,6 +468,44 @@ def test_gc_removes_stale_temp_files_and_spares_fresh_ones(tmp_path: Path) -> No
     assert fresh.exists() and unknown.exists() and store.get(cid) == b"x" and store.pins() == {cid}
 
 
+def test_gc_leaves_a_directory_named_like_a_pins_temp_file_and_still_counts(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    store.put(CID.from_sha256(b"junk"), b"junk")
+    odd = tmp_path / "pins" / ".stale.tmp"
+    odd.mkdir(parents=True)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(odd, (hours_ago, hours_ago))
+    assert store.gc() == 1 and odd.is_dir()
+
+
+def test_gc_moves_the_only_copy_of_a_pinned_block_into_place_instead_of_deleting_it(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    root = import_bytes(os.urandom(700), TINY, store.put)
+    store.pin(root)
+    leaf = next(c for c in walk_dag(store, root) if c.codec == RAW)
+    home = store._path(leaf)
+    elsewhere = next(p for p in (tmp_path / "blocks").iterdir() if p.is_dir() and p != home.parent) / home.name
+    os.replace(home, elsewhere)  # a bad restore put it in the wrong shard
+    spare_home = store._path(root)
+    spare = next(p for p in (tmp_path / "blocks").iterdir() if p.is_dir() and p != spare_home.parent) / spare_home.name
+    spare.write_bytes(spare_home.read_bytes())  # a misplaced copy of a block that is in place too
+    assert store.gc() == 1  # the spare
+    assert home.exists() and not elsewhere.exists() and not spare.exists()
+    assert all(store.holds(c) for c in walk_dag(store, root))
+
+
+def test_a_shard_that_is_a_file_is_an_integrity_error_naming_it(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path)
+    cid = CID.from_sha256(b"x")
+    shard = store._path(cid).parent
+    shard.rmdir()
+    shard.write_bytes(b"not a directory")
+    for attempt in (lambda: store.get(cid), lambda: store.put(cid, b"x"), lambda: store.delete(cid)):
+        with pytest.raises(IntegrityError, match=f"{shard} .*its shard.* is not a regular file"):
+            attempt()
+    assert not store.holds(cid) and not store.has(cid)
+
+
 # -- a batch is its own context's ----------------------------------------------------------
 
 
@@ -493,6 +534,83 @@ def test_a_batch_defers_its_own_threads_puts_and_no_one_elses(tmp_path: Path, fs
             store.put(b, b_data)
             assert fsyncs == []  # deferred into this thread's batch ...
         assert store._path(b).stat().st_ino in fsyncs  # ... durable at its end, the other still open
+    finally:
+        release.set()
+        thread.join()
+
+
+def test_a_batch_left_from_another_context_still_makes_its_blocks_durable(tmp_path: Path, fsyncs: list[int]) -> None:
+    """An ExitStack closed on another thread (or a generator resumed in another context)."""
+    import contextlib
+    import threading
+
+    store = _store(tmp_path, fsyncs, premade=True)
+    stack = contextlib.ExitStack()
+    stack.enter_context(store.batch())
+    cid, data = _blocks(1)[0]
+    store.put(cid, data)
+    assert fsyncs == []
+    closer = threading.Thread(target=stack.close)
+    closer.start()
+    closer.join()
+    assert store._path(cid).stat().st_ino in fsyncs
+    fsyncs.clear()
+    with store.batch():  # this context's batch is gone too: a new one defers again
+        store.put(*_blocks(2)[1])
+        assert fsyncs == []
+    assert fsyncs
+
+
+def test_a_worker_that_outlives_a_batch_opens_its_own_instead_of_joining_the_ended_one(
+        tmp_path: Path, fsyncs: list[int]) -> None:
+    import contextvars
+    import threading
+
+    store = _store(tmp_path, fsyncs, premade=True)
+    ended, deferred = threading.Event(), []
+    with store.batch():
+        worker_context = contextvars.copy_context()  # as _Sink's threads get theirs
+
+    def work() -> None:
+        with store.batch():
+            for cid, data in _blocks(3):
+                store.put(cid, data)
+            deferred.append(list(fsyncs))
+        ended.set()
+
+    thread = threading.Thread(target=worker_context.run, args=(work,))
+    thread.start()
+    thread.join()
+    assert ended.is_set() and deferred == [[]] and len(fsyncs) >= 3
+
+
+def test_a_block_another_batch_wrote_is_durable_when_this_batch_ends(tmp_path: Path, fsyncs: list[int]) -> None:
+    """Thread A's batch wrote X and defers its fsync; B's batch puts X too: X is there, so B
+    writes nothing, but B must not end before X is durable."""
+    import threading
+
+    from vault.car import import_blocks
+
+    store = _store(tmp_path, fsyncs, premade=True)
+    (x, x_data), (y, y_data) = _blocks(2)
+    inside, release = threading.Event(), threading.Event()
+
+    def a() -> None:
+        with store.batch():
+            store.put(x, x_data)
+            store.put(y, y_data)
+            inside.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=a)
+    thread.start()
+    try:
+        assert inside.wait(30) and fsyncs == []
+        with store.batch():
+            store.put(x, x_data)
+        assert store._path(x).stat().st_ino in fsyncs
+        import_blocks(store, [(y, y_data)])  # a CAR import finding y there
+        assert store._path(y).stat().st_ino in fsyncs
     finally:
         release.set()
         thread.join()
