@@ -48,7 +48,6 @@ import contextlib
 import functools
 import inspect
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,10 +79,11 @@ from vault._pipeline import (
     disk_prefetch,
 )
 from vault._seal import LANES, seal_segments
-from vault.blockstore import BlockStore, FilesystemBlockstore, _fsync_dir, _Pinning
+from vault.blockstore import BlockStore, FilesystemBlockstore, _Pinning
 from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError
+from vault.tempfiles import claim_temp, discard_temp, install_temp
 from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 
 Progress = Callable[[int], None]
@@ -216,7 +216,8 @@ class Vault:
         decrypt with `identity`, check `commitment`, and write `out` atomically.
         Returns the number of plaintext bytes written. On any failure nothing is left
         at `out` and no temp file remains (a file that was at `out` stays unless the
-        failure is the last step's, the fsync of the directory after the rename). `progress(n)`: plaintext bytes since last call."""
+        failure is the last step's, the fsync of the directory after the rename). A
+        second open to the same `out` while one is under way is an InputValidationError. `progress(n)`: plaintext bytes since last call."""
         root = _parse_cid(cid)
         if not isinstance(commitment, bytes) or len(commitment) != COMMITMENT_SIZE:
             raise InputValidationError(f"commitment must be {COMMITMENT_SIZE} bytes")
@@ -243,12 +244,12 @@ class Vault:
             get_block = prefetch = disk_prefetch(self.store, 1)
         elif get_block is None:
             get_block = _get_once_verified(self.store)
-        # a short name of its own: `out`'s may be near NAME_MAX already
-        fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=".twinledger-open-", suffix=".part")
-        tmp = Path(tmp_name)
+        # one temp name per output, locked while written (vault/tempfiles.py): a second
+        # open to the same `out` is refused, and a crashed one's plaintext is reused, not left
+        fd, tmp = claim_temp(out, "open")
         blocks: Iterator[bytes] | None = None
         try:
-            with open(fd, "wb", buffering=0) as fh:
+            with open(fd, "wb", buffering=0, closefd=False) as fh:  # fd stays open: the lock
                 blocks = export(root, get_block, prefetch.verify if prefetch is not None else None)
                 ciphertext = _Ciphertext(blocks)
                 stored = read_header(ciphertext)  # replaced by `header` unless None
@@ -262,22 +263,16 @@ class Vault:
                 written = _open_payload(ciphertext, opener, committer, fh.fileno(), progress)
                 committer.verify(commitment)  # CommitmentMismatchError
                 os.fsync(fh.fileno())
-            os.replace(tmp, out)
+            install_temp(fd, tmp, out)  # rename, fsync of the directory (else nothing at `out`)
         except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
+            discard_temp(fd, tmp)  # closes fd; removes tmp unless it was renamed already
             raise
         finally:
             if blocks is not None:
                 blocks.close()  # type: ignore[attr-defined]
             if prefetch is not None:
                 prefetch.close()
-        try:
-            _fsync_dir(out.parent)  # the rename's entry: durable before open returns
-        except BaseException:
-            with contextlib.suppress(OSError):
-                out.unlink()  # nothing at `out` after a failure (what it replaced is gone either way)
-            raise
+        os.close(fd)
         return written
 
 

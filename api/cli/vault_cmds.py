@@ -20,7 +20,6 @@ import contextlib
 import functools
 import json
 import os
-import secrets
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -403,17 +402,17 @@ def car_export(
     """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed; from
     a Kubo daemon, checked before the rename: root, every block, the whole DAG)."""
     from vault.car import export_car
+    from vault.tempfiles import claim_temp, discard_temp, install_temp
     from vault.unixfs import dag_stat
 
     root = _cid(cid)
     output = output.expanduser()
-    # a name of its own (two exports to one path do not share it), short (`output`'s may
-    # be near NAME_MAX already)
-    tmp = output.parent / f".twinledger-car-{secrets.token_hex(8)}.part"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask's mode, as open() gives
+    # one short temp name per output, locked while written (vault/tempfiles.py): a second
+    # export to the same path is refused, and what a crashed one left is reused
+    fd, tmp = claim_temp(output, "car-export", 0o666)  # the umask's mode, as open() gives
     blocks = None
     try:
-        with open(fd, "wb") as fh:
+        with open(fd, "wb", closefd=False) as fh:
             if kubo:
                 with _kubo(kubo) as client, _progress(None, "exporting") as advance:
                     for piece in client.dag_export(root):
@@ -431,11 +430,11 @@ def car_export(
                     blocks = export_car(store, root, _Counted(fh, advance))  # type: ignore[arg-type]
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, output)
+        install_temp(fd, tmp, output)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        discard_temp(fd, tmp)
         raise
+    os.close(fd)
     if as_json:
         _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
 

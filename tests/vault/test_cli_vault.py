@@ -466,6 +466,20 @@ def test_car_export_to_a_name_near_name_max(tmp_path, home, run) -> None:
     assert [str(r) for r in roots] == [cid] and [p.name for p in out.iterdir()] == [car.name]
 
 
+def test_car_export_reuses_what_a_crashed_export_left(tmp_path, home, run) -> None:
+    from vault.tempfiles import temp_path
+
+    cid = run("ipfs", "add", str(write(tmp_path, "f", b"crash"))).stdout.strip()
+    out = tmp_path / "cars"
+    out.mkdir()
+    car = out / "dag.car"
+    temp_path(car, "car-export").write_bytes(b"half a CAR from a run that was killed")
+    assert run("car", "export", cid, "-o", str(car)).exit_code == 0
+    assert [p.name for p in out.iterdir()] == ["dag.car"]
+    roots, _ = read_car(io.BytesIO(car.read_bytes()))
+    assert [str(r) for r in roots] == [cid]
+
+
 @pytest.mark.parametrize("served", ["whole", "half", "other-root", "missing-leaf"])
 def test_car_export_from_kubo_is_checked_before_it_is_renamed_into_place(tmp_path, run, monkeypatch, served) -> None:
     """Kubo reports a failure after its stream began only in an HTTP trailer: the CLI checks

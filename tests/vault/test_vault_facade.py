@@ -369,7 +369,7 @@ def test_open_writes_an_output_whose_name_is_near_name_max(store, owner, outdir)
 
 
 def test_a_failed_directory_fsync_after_the_rename_leaves_nothing_at_out(store, owner, outdir, monkeypatch) -> None:
-    import vault.vault as vault_module
+    import vault.tempfiles as tempfiles
 
     sealed = Vault(store, owner).seal([b"secret plaintext"])
     out = outdir / "o.bin"
@@ -378,10 +378,25 @@ def test_a_failed_directory_fsync_after_the_rename_leaves_nothing_at_out(store, 
     def failing(path) -> None:  # noqa: ANN001
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(vault_module, "_fsync_dir", failing)
+    monkeypatch.setattr(tempfiles, "_fsync_dir", failing)
     with pytest.raises(OSError, match="Input/output error"):
         Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
     assert list(outdir.iterdir()) == []
+
+
+def test_a_second_open_to_the_same_output_is_refused_while_one_is_under_way(store, owner, outdir) -> None:
+    from vault.tempfiles import claim_temp, discard_temp
+
+    sealed = Vault(store, owner).seal([b"plaintext"])
+    out = outdir / "o.bin"
+    fd, tmp = claim_temp(out, "open")  # as an open under way in another thread or process holds it
+    os.write(fd, b"the other open's partial plaintext")
+    with pytest.raises(InputValidationError, match="another open to .* is under way"):
+        Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
+    assert tmp.read_bytes() == b"the other open's partial plaintext" and not out.exists()
+    discard_temp(fd, tmp)
+    assert Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment) == 9
+    assert [p.name for p in outdir.iterdir()] == ["o.bin"]
 
 
 def test_constructor_validates(owner) -> None:
