@@ -224,6 +224,7 @@ class _Pinning:
         if getattr(self._holding, "depth", 0):
             raise InputValidationError("gc() inside importing() would wait for itself")
         with self._gate(True), self._lock:
+            self._restore_misplaced()
             keep: set[bytes] = set()
             for root in self._load_pins():
                 for cid in walk_dag(self, root, strict=False):  # type: ignore[arg-type]
@@ -237,6 +238,10 @@ class _Pinning:
             for cid in doomed:
                 self.delete(cid)  # type: ignore[attr-defined]
             return len(doomed) + self._sweep(keep)
+
+    def _restore_misplaced(self) -> None:
+        """gc's first step, under its exclusive gate: put back what sits where get() cannot
+        find it. Nothing to do here."""
 
     def _sweep(self, keep: set[bytes]) -> int:
         """gc's last step, under its exclusive gate: remove what is not a block of the
@@ -586,6 +591,7 @@ class _Flusher:
         self._recheck = recheck  # "auto": at the end, per-file fsyncs if the machine got busy
         self._lock = threading.Lock()
         self._files: list[Path] = []
+        self._known: set[Path] = set()  # every file this batch syncs (a file found twice, once)
         self._dirs: set[Path] = set()
         self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
@@ -627,11 +633,13 @@ class _Flusher:
             late = self._closed  # a put racing the end of the batch: synced right here
             if not late:
                 if self.syncfs is not None or not self.background:
-                    self._files.append(path)
-                    self._dirs.add(path.parent)
+                    if path not in self._known:
+                        self._files.append(path)
+                        self._dirs.add(path.parent)
                     os.close(fd)
                 else:
                     self._start().put((fd, path.parent))
+                self._known.add(path)
                 return
         try:
             os.fsync(fd)
@@ -645,8 +653,29 @@ class _Flusher:
         with self._lock:
             if self._closed:
                 return False
-            self._files.append(path)  # kept in syncfs mode too, for the end's recheck
-            self._dirs.add(path.parent)
+            if path not in self._known:
+                self._known.add(path)
+                self._files.append(path)  # kept in syncfs mode too, for the end's recheck
+                self._dirs.add(path.parent)
+            return True
+
+    def adopt(self, path: Path) -> bool:
+        """A block file found already there (written by another batch, maybe not synced):
+        synced with this batch, once, by whatever syncs its own (deferred, syncfs, or the
+        background threads: not the caller's thread). False once the batch is finishing."""
+        if self.syncfs is not None or not self.background:
+            return self.add(path)
+        with self._lock:
+            if self._closed:
+                return False
+            if path in self._known:
+                return True
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                return True  # deleted meanwhile (a gc): nothing to sync
+            self._known.add(path)
+            self._start().put((fd, path.parent))
             return True
 
     def made_dir(self, parent: Path) -> bool:
@@ -877,10 +906,10 @@ class FilesystemBlockstore(_Pinning):
         if size is not None and st.st_size != size or not self._whole(cid, path):
             return False
         if self._sync:
-            # durable as if put here: with this batch (one syncfs, or its deferred fsyncs),
-            # else now (fsyncing a file with nothing dirty costs little)
+            # durable as if put here: with this batch (its syncfs, its deferred fsyncs or its
+            # fsync threads; once per file), else now (a file with nothing dirty costs little)
             flusher = batch.flusher if batch is not None else None
-            if flusher is None or (flusher.background and flusher.syncfs is None) or not flusher.add(path):
+            if flusher is None or not flusher.adopt(path):
                 _flush([path], {path.parent})
         return True
 
@@ -950,19 +979,37 @@ class FilesystemBlockstore(_Pinning):
                 else:
                     yield None, path, "other"
 
+    def _restore_misplaced(self) -> None:
+        """A block file under a wrong name or in a wrong shard (a bad restore or copy) whose
+        own path has no whole copy is moved there, if it hashes right: the walk that
+        follows then finds it, so a pinned DAG is neither refused for it nor loses it.
+        A failed move leaves the file where it was."""
+        for cid, path, kind in self._scan():
+            if kind != "misplaced" or cid is None:
+                continue
+            home = self._path(cid)
+            if self._whole(cid, home) or not self._whole(cid, path):
+                continue  # a spare, or damaged: _sweep removes it after the walk
+            try:
+                home.parent.mkdir(exist_ok=True)
+                os.replace(path, home)
+                if self._sync:
+                    _flush([home], {home.parent, path.parent, self._blocks})
+            except OSError:
+                continue
+
     def _sweep(self, keep: set[bytes]) -> int:
-        """Block files that get() cannot reach (misplaced) go, unless one is the only
-        copy of a block a pin needs: that one is moved into place. So do temp files of
-        puts and pins older than _STALE_TEMP (a crashed put's: a put under way takes
-        milliseconds, and one outside importing() is not held off by gc's gate). Only
-        regular files; one that cannot be removed is left for the next gc."""
+        """Block files that get() cannot reach (misplaced) go once a whole copy is in place
+        or if they are damaged (_restore_misplaced moved the only whole copies home); so do
+        temp files of puts and pins older than _STALE_TEMP (a crashed put's: a put under
+        way takes milliseconds, and one outside importing() is not held off by gc's
+        gate). Only regular files; one that cannot be removed is left for the next gc."""
         removed = 0
         temps = []
         for cid, path, kind in self._scan():
-            if kind == "misplaced":
-                assert cid is not None
-                if cid.multihash in keep and self._restore(cid, path):
-                    continue
+            if kind == "misplaced" and cid is not None:
+                if not self._whole(cid, self._path(cid)) and self._whole(cid, path):
+                    continue  # the only whole copy, and it could not be moved: keep it
                 with contextlib.suppress(OSError):
                     path.unlink()
                     removed += 1
@@ -977,15 +1024,6 @@ class FilesystemBlockstore(_Pinning):
                 if stat.S_ISREG(st.st_mode) and st.st_mtime < stale:
                     path.unlink()
         return removed
-
-    def _restore(self, cid: CID, found: Path) -> bool:
-        """Move a misplaced copy of a pinned block to its own path if that has none and the
-        copy hashes right; True if the block is now in place (it was, or it moved)."""
-        home = self._path(cid)
-        if self._whole(cid, home):
-            return False  # the copy is a spare: removed
-        if not self._whole(cid, found):
-            return False
         with contextlib.suppress(OSError):
             os.replace(found, home)
             if self._sync:
@@ -1025,7 +1063,8 @@ class FilesystemBlockstore(_Pinning):
             try:
                 self._batch.reset(token)
             except ValueError:  # left from another context (a generator resumed elsewhere)
-                self._batch.set(None)
+                if self._batch.get() is batch:  # not that context's own batch, if it has one
+                    self._batch.set(None)
             finally:
                 if flusher is not None:
                     flusher.finish()

@@ -494,6 +494,66 @@ def test_gc_moves_the_only_copy_of_a_pinned_block_into_place_instead_of_deleting
     assert all(store.holds(c) for c in walk_dag(store, root))
 
 
+def test_gc_moves_a_misplaced_block_home_even_into_a_shard_not_made_yet(tmp_path: Path) -> None:
+    store = FilesystemBlockstore(tmp_path, sync=False)  # makes each shard on its first block
+    root = import_bytes(os.urandom(700), TINY, store.put)
+    store.pin(root)
+    for misplaced in (next(c for c in walk_dag(store, root) if c.codec == RAW), root):  # a leaf, then a node
+        home = store._path(misplaced)
+        elsewhere = tmp_path / "blocks" / "ZZ" / home.name
+        elsewhere.parent.mkdir(exist_ok=True)
+        os.replace(home, elsewhere)
+        if not any(home.parent.iterdir()):
+            home.parent.rmdir()
+        assert store.gc() == 0
+        assert home.exists() and not elsewhere.exists()
+    assert all(store.holds(c) for c in walk_dag(store, root))
+
+
+def test_blocks_found_present_in_a_background_batch_are_synced_once_off_the_callers_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    monkeypatch.setattr(blockstore, "_NATIVE", False)
+    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: False)
+    store = FilesystemBlockstore(tmp_path, sync_method="fsync")
+    blocks = _blocks(20)
+    for cid, data in blocks:
+        store.put(cid, data)
+    where: list[tuple[int, str]] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (where.append((os.fstat(fd).st_ino, threading.current_thread().name)),
+                                                 real(fd)))
+    with store.batch(background=True):
+        for _ in range(3):  # the same blocks again and again (an input that repeats its chunks)
+            for cid, data in blocks:
+                store.put(cid, data)
+    files = [ino for ino, _ in where if ino in {store._path(c).stat().st_ino for c, _ in blocks}]
+    assert sorted(files) == sorted(store._path(c).stat().st_ino for c, _ in blocks)  # each once
+    assert all(name.startswith("blockstore-fsync") for _, name in where)
+
+
+def test_a_batch_left_from_a_context_with_its_own_batch_leaves_that_one_current(tmp_path: Path) -> None:
+    import contextlib
+    import threading
+
+    store = FilesystemBlockstore(tmp_path, sync=False)
+    outer = contextlib.ExitStack()
+    outer.enter_context(store.batch())
+    seen = []
+
+    def other() -> None:
+        with store.batch():
+            mine = store._current_batch()
+            outer.close()  # the main thread's batch, ended here
+            seen.append(store._current_batch() is mine and mine is not None)
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert seen == [True]
+
+
 def test_a_shard_that_is_a_file_is_an_integrity_error_naming_it(tmp_path: Path) -> None:
     store = FilesystemBlockstore(tmp_path)
     cid = CID.from_sha256(b"x")
