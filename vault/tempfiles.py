@@ -1,12 +1,13 @@
 """The temp file beside an output that is written whole and then renamed into place
-(open's plaintext, the CLI's CAR export).
+(open's plaintext, the CLI's CAR export): `with atomic_output(out, purpose) as (fd, tmp):`.
 
 One name per output and purpose (a hash of the output's name: short, whatever the
-output's length), held by an exclusive flock(2) while it is written: a second writer
-to the same output is refused at once instead of writing into the first one's file, and
-the next run after a crash reuses (truncates) what the crashed one left instead of
-leaving one more file behind. tempfile.mkstemp gives neither: a random name per run, so
-every crash leaves a file (plaintext, for open) that nothing ever removes.
+output's length), always a fresh file of this process's (O_EXCL: its owner, the
+umask's mode, one link), held by an exclusive flock(2) until it is renamed into place.
+A second writer to the same output is refused at once instead of writing into the first
+one's file; what a crashed run left at that name (whoever made it, whatever its mode)
+is removed by the next run, under the lock, instead of staying forever, one file per
+crash, as with tempfile.mkstemp's random names (for open: plaintext).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import fcntl
 import hashlib
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from vault.errors import InputValidationError
@@ -28,46 +30,88 @@ def temp_path(out: Path, purpose: str) -> Path:
     return out.parent / f".twinledger-{purpose}-{digest}.part"
 
 
+@contextlib.contextmanager
+def atomic_output(out: Path, purpose: str, mode: int = 0o600) -> Iterator[tuple[int, Path]]:
+    """(fd, tmp): an empty temp file for `out`, open for writing and locked. The body
+    writes and fsyncs it; on success it is renamed over `out` and the directory fsynced
+    (install_temp), on any failure removed; fd is closed either way."""
+    fd, tmp = claim_temp(out, purpose, mode)
+    try:
+        yield fd, tmp
+        install_temp(fd, tmp, out)
+    except BaseException:
+        discard_temp(fd, tmp)
+        raise
+    os.close(fd)
+
+
 def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
-    """An empty temp file for `out`, open for writing and locked: (fd, path). The caller
-    renames it over `out` (or unlinks it) and then closes fd, which releases the lock.
-    InputValidationError if another writer holds it (the same output, under way)."""
+    """A fresh, empty temp file for `out`, open for writing and locked: (fd, path). The
+    caller renames it over `out` (or discards it), then closes fd, which releases the
+    lock. InputValidationError if another writer holds it (the same output, under way),
+    or if the name holds something this process cannot remove."""
     tmp = temp_path(out, purpose)
     for _ in range(_ATTEMPTS):
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise InputValidationError(f"{tmp} is a symbolic link: remove it") from None
-            raise
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        except FileExistsError:
+            _remove_leftover(tmp, out, purpose)
+            continue
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise InputValidationError(f"{tmp} is not a regular file: remove it")
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise InputValidationError(f"another {purpose} to {out} is under way (it holds {tmp})") from None
-            # the lock is on the inode: if the name moved meanwhile (the previous holder
-            # renamed it over its output and let go), this is that output: start again
-            try:
-                same = os.path.samestat(os.fstat(fd), os.lstat(tmp))
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)
-                return fd, tmp
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another claimant opened our new file by name, and won
+            os.close(fd)
+            raise _under_way(out, purpose, tmp) from None
         except BaseException:
             os.close(fd)
             raise
-        os.close(fd)
+        return fd, tmp
     raise InputValidationError(f"could not claim {tmp}: it keeps being replaced")
+
+
+def _remove_leftover(tmp: Path, out: Path, purpose: str) -> None:
+    """Something is at the temp name: a writer's under way (its lock held: refused), or a
+    crashed run's (removed, under its lock, so that no one else removes a live one)."""
+    try:
+        st = os.lstat(tmp)
+    except FileNotFoundError:
+        return  # gone meanwhile: try again
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise InputValidationError(f"{tmp} (the temp file of a {purpose} to {out}) is {kind}: remove it")
+    try:
+        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise InputValidationError(f"{tmp}, left by an earlier {purpose} to {out}, cannot be opened "
+                                   f"({os.strerror(exc.errno or errno.EIO)}): remove it") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _under_way(out, purpose, tmp) from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+                tmp.unlink()  # a crashed run's: its lock died with it
+        except FileNotFoundError:
+            pass  # renamed or removed by its holder meanwhile: try again
+        except OSError as exc:
+            raise InputValidationError(f"{tmp}, left by an earlier {purpose} to {out}, cannot be removed "
+                                       f"({os.strerror(exc.errno or errno.EIO)}): remove it") from None
+    finally:
+        os.close(fd)
+
+
+def _under_way(out: Path, purpose: str, tmp: Path) -> InputValidationError:
+    return InputValidationError(f"another {purpose} to {out} is under way (it holds {tmp})")
 
 
 def install_temp(fd: int, tmp: Path, out: Path) -> None:
     """Rename the written (and fsynced) temp file over `out`, then fsync the directory so
     that the new entry is durable too. If that fsync fails, `out` is removed again (only
-    if it is still this file: another writer may have replaced it meanwhile), so that a
-    failure leaves nothing at `out`; what it replaced is gone either way. fd stays open."""
+    if it is still this file), so that a failure leaves nothing at `out`; what it
+    replaced is gone either way. fd stays open."""
     os.replace(tmp, out)
     try:
         _fsync_dir(out.parent)
@@ -86,11 +130,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def discard_temp(fd: int | None, tmp: Path) -> None:
-    """After a failure: remove the temp file (while still holding its lock), then close."""
-    with contextlib.suppress(OSError):
-        if fd is None or os.path.samestat(os.fstat(fd), os.lstat(tmp)):
-            tmp.unlink()
-    if fd is not None:
+def discard_temp(fd: int, tmp: Path) -> None:
+    """After a failure: remove the temp file if it is still ours (while still holding its
+    lock), then close fd."""
+    try:
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+                tmp.unlink()
+    finally:
         with contextlib.suppress(OSError):
             os.close(fd)

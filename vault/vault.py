@@ -83,7 +83,7 @@ from vault.blockstore import BlockStore, FilesystemBlockstore, _Pinning
 from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError
-from vault.tempfiles import claim_temp, discard_temp, install_temp
+from vault.tempfiles import atomic_output
 from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 
 Progress = Callable[[int], None]
@@ -245,11 +245,10 @@ class Vault:
         elif get_block is None:
             get_block = _get_once_verified(self.store)
         # one temp name per output, locked while written (vault/tempfiles.py): a second
-        # open to the same `out` is refused, and a crashed one's plaintext is reused, not left
-        fd, tmp = claim_temp(out, "open")
+        # open to the same `out` is refused, and a crashed one's plaintext is removed, not left
         blocks: Iterator[bytes] | None = None
         try:
-            with open(fd, "wb", buffering=0, closefd=False) as fh:  # fd stays open: the lock
+            with atomic_output(out, "open") as (fd, _tmp), open(fd, "wb", buffering=0, closefd=False) as fh:
                 blocks = export(root, get_block, prefetch.verify if prefetch is not None else None)
                 ciphertext = _Ciphertext(blocks)
                 stored = read_header(ciphertext)  # replaced by `header` unless None
@@ -263,16 +262,11 @@ class Vault:
                 written = _open_payload(ciphertext, opener, committer, fh.fileno(), progress)
                 committer.verify(commitment)  # CommitmentMismatchError
                 os.fsync(fh.fileno())
-            install_temp(fd, tmp, out)  # rename, fsync of the directory (else nothing at `out`)
-        except BaseException:
-            discard_temp(fd, tmp)  # closes fd; removes tmp unless it was renamed already
-            raise
         finally:
             if blocks is not None:
                 blocks.close()  # type: ignore[attr-defined]
             if prefetch is not None:
                 prefetch.close()
-        os.close(fd)
         return written
 
 

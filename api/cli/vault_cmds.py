@@ -402,39 +402,32 @@ def car_export(
     """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed; from
     a Kubo daemon, checked before the rename: root, every block, the whole DAG)."""
     from vault.car import export_car
-    from vault.tempfiles import claim_temp, discard_temp, install_temp
+    from vault.tempfiles import atomic_output
     from vault.unixfs import dag_stat
 
     root = _cid(cid)
     output = output.expanduser()
     # one short temp name per output, locked while written (vault/tempfiles.py): a second
-    # export to the same path is refused, and what a crashed one left is reused
-    fd, tmp = claim_temp(output, "car-export", 0o666)  # the umask's mode, as open() gives
+    # export to the same path is refused, and what a crashed one left is removed
     blocks = None
-    try:
-        with open(fd, "wb", closefd=False) as fh:
-            if kubo:
-                with _kubo(kubo) as client, _progress(None, "exporting") as advance:
-                    for piece in client.dag_export(root):
-                        fh.write(piece)
-                        if advance is not None:
-                            advance(len(piece))
-                fh.flush()
-                blocks = _check_car(tmp, root)  # Kubo reports a failure mid-stream only in a trailer
-            else:
-                store = _store(home)
-                total = dag_stat(root, store.get).dag_size if _interactive() else None
-                # total: the root's estimate of the blocks' bytes (CAR framing aside); the
-                # bar is finished on success, whatever the DAG links twice
-                with _progress(total, "exporting") as advance:
-                    blocks = export_car(store, root, _Counted(fh, advance))  # type: ignore[arg-type]
+    with atomic_output(output, "car-export", 0o666) as (fd, tmp), open(fd, "wb", closefd=False) as fh:
+        if kubo:
+            with _kubo(kubo) as client, _progress(None, "exporting") as advance:
+                for piece in client.dag_export(root):
+                    fh.write(piece)
+                    if advance is not None:
+                        advance(len(piece))
             fh.flush()
-            os.fsync(fh.fileno())
-        install_temp(fd, tmp, output)
-    except BaseException:
-        discard_temp(fd, tmp)
-        raise
-    os.close(fd)
+            blocks = _check_car(tmp, root)  # Kubo reports a failure mid-stream only in a trailer
+        else:
+            store = _store(home)
+            total = dag_stat(root, store.get).dag_size if _interactive() else None
+            # total: the root's estimate of the blocks' bytes (CAR framing aside); the
+            # bar is finished on success, whatever the DAG links twice
+            with _progress(total, "exporting") as advance:
+                blocks = export_car(store, root, _Counted(fh, advance))  # type: ignore[arg-type]
+        fh.flush()
+        os.fsync(fh.fileno())
     if as_json:
         _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
 

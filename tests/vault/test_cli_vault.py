@@ -466,7 +466,7 @@ def test_car_export_to_a_name_near_name_max(tmp_path, home, run) -> None:
     assert [str(r) for r in roots] == [cid] and [p.name for p in out.iterdir()] == [car.name]
 
 
-def test_car_export_reuses_what_a_crashed_export_left(tmp_path, home, run) -> None:
+def test_car_export_removes_what_a_crashed_export_left(tmp_path, home, run) -> None:
     from vault.tempfiles import temp_path
 
     cid = run("ipfs", "add", str(write(tmp_path, "f", b"crash"))).stdout.strip()

@@ -8,71 +8,68 @@ import pytest
 
 from vault import tempfiles
 from vault.errors import InputValidationError
-from vault.tempfiles import claim_temp, discard_temp, install_temp, temp_path
+from vault.tempfiles import atomic_output, claim_temp, discard_temp, install_temp, temp_path
 
 
-def test_a_second_writer_to_the_same_output_is_refused_until_the_first_lets_go(tmp_path: Path) -> None:
+def _open_fds_to(path: Path) -> int:
+    return sum(1 for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(path))
+
+
+def test_a_second_writer_to_the_same_output_is_refused_until_the_first_is_done(tmp_path: Path) -> None:
     out = tmp_path / "out.bin"
-    fd, tmp = claim_temp(out, "open")
-    os.write(fd, b"first")
-    with pytest.raises(InputValidationError, match=f"another open to {out} is under way"):
-        claim_temp(out, "open")
-    assert tmp.read_bytes() == b"first"  # the refused one did not truncate it
-    other_fd, other = claim_temp(tmp_path / "other.bin", "open")  # another output: its own name
-    assert other != tmp
-    discard_temp(other_fd, other)
-    install_temp(fd, tmp, out)
-    os.close(fd)
-    assert out.read_bytes() == b"first" and not tmp.exists()
-    fd, again = claim_temp(out, "open")
-    assert again == tmp and out.read_bytes() == b"first"
-    discard_temp(fd, again)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+    with atomic_output(out, "open") as (fd, tmp):
+        os.write(fd, b"first")
+        with pytest.raises(InputValidationError, match=f"another open to {out} is under way"):
+            claim_temp(out, "open")
+        assert tmp.read_bytes() == b"first"  # the refused one did not touch it
+        with atomic_output(tmp_path / "other.bin", "open") as (_, other):  # another output: its own name
+            assert other != tmp
+        os.fsync(fd)
+    assert out.read_bytes() == b"first" and not tmp.exists() and _open_fds_to(out) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.bin", "out.bin"]
 
 
-def test_what_a_crashed_writer_left_is_reused_not_added_to(tmp_path: Path) -> None:
+def test_a_failure_inside_leaves_nothing_and_closes_the_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.bin"
+    with pytest.raises(KeyboardInterrupt), atomic_output(out, "open") as (fd, tmp):
+        os.write(fd, b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == [] and _open_fds_to(tmp) == 0
+
+
+@pytest.mark.parametrize("leftover", ["crashed", "read-only", "hard-linked"])
+def test_what_a_crashed_writer_left_is_removed_and_a_fresh_file_made(tmp_path: Path, leftover: str) -> None:
     out = tmp_path / ("o" * 250)  # near NAME_MAX: the temp name stays short
-    fd, tmp = claim_temp(out, "car-export", 0o666)
-    os.write(fd, b"partial output of a run that was killed")
-    os.close(fd)  # the process died: the lock went with it, the file stayed
-    fd, again = claim_temp(out, "car-export", 0o666)
-    assert again == tmp and os.fstat(fd).st_size == 0 and len(tmp.name) < 60
-    discard_temp(fd, again)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_claim_that_loses_the_name_to_a_rename_starts_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Between our open and our lock the previous holder renamed the temp file over its
-    output: the inode we locked is that output now, and must not be truncated."""
-    out = tmp_path / "out.bin"
     tmp = temp_path(out, "open")
-    tmp.write_bytes(b"the previous holder's finished output")
-    real = tempfiles.fcntl.flock
-    calls = []
-
-    def flock(fd: int, op: int) -> None:
-        if not calls:
-            os.replace(tmp, out)
-        calls.append(op)
-        real(fd, op)
-
-    monkeypatch.setattr(tempfiles.fcntl, "flock", flock)
-    fd, claimed = claim_temp(out, "open")
-    assert len(calls) == 2 and claimed == tmp
-    assert out.read_bytes() == b"the previous holder's finished output"
-    discard_temp(fd, claimed)
+    tmp.write_bytes(b"partial plaintext of a run that was killed")
+    precious = tmp_path / "precious"
+    if leftover == "read-only":
+        tmp.chmod(0o444)
+    if leftover == "hard-linked":
+        os.link(tmp, precious)
+    fd, again = claim_temp(out, "open")
+    st = os.fstat(fd)
+    assert again == tmp and len(tmp.name) < 60
+    # a file of this process's own (the leftover's name removed; its inode number may be reused)
+    assert st.st_size == 0 and st.st_nlink == 1 and st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
+    os.write(fd, b"new plaintext")
+    discard_temp(fd, again)
+    if leftover == "hard-linked":  # the other name keeps its bytes: nothing was written into it
+        assert precious.read_bytes() == b"partial plaintext of a run that was killed"
+        precious.unlink()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_symlink_or_directory_at_the_temp_name_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out.bin"
     target = tmp_path / "elsewhere"
     temp_path(out, "open").symlink_to(target)
-    with pytest.raises(InputValidationError, match="is a symbolic link"):
+    with pytest.raises(InputValidationError, match="is a symbolic link: remove it"):
         claim_temp(out, "open")
     assert not target.exists()
     temp_path(out, "open").unlink()
     temp_path(out, "open").mkdir()
-    with pytest.raises((InputValidationError, IsADirectoryError)):
+    with pytest.raises(InputValidationError, match="is not a regular file: remove it"):
         claim_temp(out, "open")
 
 
@@ -85,9 +82,9 @@ def test_a_failed_directory_fsync_removes_the_output_only_if_it_is_still_ours(
         os.replace(tmp_path / "newer", out)
         raise OSError(5, "Input/output error")
 
+    monkeypatch.setattr(tempfiles, "_fsync_dir", replaced_meanwhile)
     fd, tmp = claim_temp(out, "open")
     os.write(fd, b"ours")
-    monkeypatch.setattr(tempfiles, "_fsync_dir", replaced_meanwhile)
     with pytest.raises(OSError, match="Input/output error"):
         install_temp(fd, tmp, out)
     discard_temp(fd, tmp)
