@@ -591,7 +591,7 @@ class _Flusher:
         self._recheck = recheck  # "auto": at the end, per-file fsyncs if the machine got busy
         self._lock = threading.Lock()
         self._files: list[Path] = []
-        self._known: set[Path] = set()  # every file this batch syncs (a file found twice, once)
+        self._known: set[Path] = set()  # deferred and syncfs: the files in _files (each once)
         self._dirs: set[Path] = set()
         self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
@@ -625,7 +625,10 @@ class _Flusher:
             except BaseException as exc:  # re-raised by finish()
                 self._error = self._error or exc
             finally:
-                os.close(fd)
+                try:
+                    os.close(fd)
+                except OSError as exc:  # (EIO on NFS): recorded; the thread must live on
+                    self._error = self._error or exc
 
     def submit(self, fd: int, path: Path) -> None:
         """Takes ownership of `fd` (the block file, already renamed to `path`)."""
@@ -637,9 +640,9 @@ class _Flusher:
                         self._files.append(path)
                         self._dirs.add(path.parent)
                     os.close(fd)
+                    self._known.add(path)
                 else:
                     self._start().put((fd, path.parent))
-                self._known.add(path)
                 return
         try:
             os.fsync(fd)
@@ -661,21 +664,24 @@ class _Flusher:
 
     def adopt(self, path: Path) -> bool:
         """A block file found already there (written by another batch, maybe not synced):
-        synced with this batch, once, by whatever syncs its own (deferred, syncfs, or the
-        background threads: not the caller's thread). False once the batch is finishing."""
+        synced with this batch by whatever syncs its own (deferred or syncfs: by path, once;
+        background: the fsync threads, each time it is found, by the inode found then: the
+        path may have been written again by another batch meanwhile, and keeping no set of
+        paths keeps a long batch's memory flat). False once the batch is finishing."""
         if self.syncfs is not None or not self.background:
             return self.add(path)
         with self._lock:
             if self._closed:
                 return False
-            if path in self._known:
-                return True
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 return True  # deleted meanwhile (a gc): nothing to sync
-            self._known.add(path)
-            self._start().put((fd, path.parent))
+            try:
+                self._start().put((fd, path.parent))
+            except BaseException:
+                os.close(fd)
+                raise
             return True
 
     def made_dir(self, parent: Path) -> bool:
@@ -1024,12 +1030,6 @@ class FilesystemBlockstore(_Pinning):
                 if stat.S_ISREG(st.st_mode) and st.st_mtime < stale:
                     path.unlink()
         return removed
-        with contextlib.suppress(OSError):
-            os.replace(found, home)
-            if self._sync:
-                _flush([home], {home.parent, found.parent})
-            return True
-        return False
 
     @contextlib.contextmanager
     def batch(self, *, background: bool = False, direct: bool = False) -> Iterator[None]:

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,24 +50,56 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
     """A fresh, empty temp file for `out`, open for writing and locked: (fd, path). The
     caller renames it over `out` (or discards it), then closes fd, which releases the
     lock. InputValidationError if another writer holds it (the same output, under way),
-    or if the name holds something this process cannot remove."""
+    or if the name holds something this process cannot remove.
+
+    The file is made and locked under a private name first and only then linked to the
+    shared one: a file at the shared name is always locked by a live writer or left by a
+    dead one, never new and not yet locked (which a second claimant would take for a
+    crashed run's and remove)."""
     tmp = temp_path(out, purpose)
     for _ in range(_ATTEMPTS):
+        private = tmp.with_name(f"{tmp.name[: -len('.part')]}.{secrets.token_hex(6)}.new")
+        fd = os.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        linked = False
         try:
-            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-        except FileExistsError:
-            _remove_leftover(tmp, out, purpose)
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # another claimant opened our new file by name, and won
-            os.close(fd)
-            raise _under_way(out, purpose, tmp) from None
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no one else knows this name
+            try:
+                os.link(private, tmp)
+                linked = True
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                return _claim_without_links(fd, private, tmp, out, purpose)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                private.unlink()
             raise
-        return fd, tmp
+        with contextlib.suppress(OSError):
+            private.unlink()
+        if linked:
+            return fd, tmp
+        os.close(fd)
+        _remove_leftover(tmp, out, purpose)
     raise InputValidationError(f"could not claim {tmp}: it keeps being replaced")
+
+
+def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: str) -> tuple[int, Path]:
+    """A filesystem without hard links (vfat, some FUSE): the private file becomes the temp
+    file by rename, which cannot refuse an existing name, so a leftover is removed first and
+    two writers to one output racing in that instant are not told apart."""
+    try:
+        if os.path.lexists(tmp):
+            _remove_leftover(tmp, out, purpose)
+        os.replace(private, tmp)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            private.unlink()
+        raise
+    return fd, tmp
 
 
 def _remove_leftover(tmp: Path, out: Path, purpose: str) -> None:
@@ -79,8 +112,12 @@ def _remove_leftover(tmp: Path, out: Path, purpose: str) -> None:
     if not stat.S_ISREG(st.st_mode):
         kind = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
         raise InputValidationError(f"{tmp} (the temp file of a {purpose} to {out}) is {kind}: remove it")
+    flags = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            fd = os.open(tmp, os.O_RDWR | flags)  # NFS's flock emulation wants a writable fd
+        except PermissionError:
+            fd = os.open(tmp, os.O_RDONLY | flags)  # a read-only leftover of our own
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -91,6 +128,9 @@ def _remove_leftover(tmp: Path, out: Path, purpose: str) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise _under_way(out, purpose, tmp) from None
+        except OSError as exc:
+            raise InputValidationError(f"{tmp}, left by an earlier {purpose} to {out}, cannot be locked "
+                                       f"({os.strerror(exc.errno or errno.EIO)}): remove it") from None
         try:
             if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
                 tmp.unlink()  # a crashed run's: its lock died with it
@@ -112,6 +152,12 @@ def install_temp(fd: int, tmp: Path, out: Path) -> None:
     that the new entry is durable too. If that fsync fails, `out` is removed again (only
     if it is still this file), so that a failure leaves nothing at `out`; what it
     replaced is gone either way. fd stays open."""
+    try:
+        ours = os.path.samestat(os.fstat(fd), os.lstat(tmp))
+    except FileNotFoundError:
+        ours = False
+    if not ours:  # removed or replaced by someone else: do not install what is there now
+        raise InputValidationError(f"{tmp} is no longer the file written for {out}: nothing was installed")
     os.replace(tmp, out)
     try:
         _fsync_dir(out.parent)

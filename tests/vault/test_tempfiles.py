@@ -89,3 +89,48 @@ def test_a_failed_directory_fsync_removes_the_output_only_if_it_is_still_ours(
         install_temp(fd, tmp, out)
     discard_temp(fd, tmp)
     assert out.read_bytes() == b"another writer's output"
+
+
+_RACER = r"""
+import os, sys, time
+from pathlib import Path
+from vault.errors import InputValidationError
+from vault.tempfiles import claim_temp, discard_temp, install_temp
+out, marker, seconds = Path(sys.argv[1]), sys.argv[2].encode(), float(sys.argv[3])
+claims = unlinked = wrong = 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    try:
+        fd, tmp = claim_temp(out, "open")
+    except InputValidationError:
+        continue
+    claims += 1
+    if os.fstat(fd).st_nlink == 0:
+        unlinked += 1  # someone removed the file this claim is writing
+    os.write(fd, marker)
+    if claims % 2:
+        discard_temp(fd, tmp)
+        continue
+    try:
+        install_temp(fd, tmp, out)
+    except InputValidationError:
+        wrong += 1  # the name no longer held this claim's file
+    os.close(fd)
+print(claims, unlinked, wrong)
+"""
+
+
+def test_two_processes_racing_for_one_output_never_write_into_each_others_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "plain.bin"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    racers = [subprocess.Popen([sys.executable, "-c", _RACER, str(out), name, "1.5"], env=env,
+                               stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
+    results = [tuple(map(int, r.communicate(timeout=60)[0].split())) for r in racers]
+    assert all(r.returncode == 0 for r in racers)
+    assert all(claims > 0 for claims, _, _ in results)
+    assert [(unlinked, wrong) for _, unlinked, wrong in results] == [(0, 0), (0, 0)]
+    assert out.read_bytes() in (b"a", b"b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.bin"]
