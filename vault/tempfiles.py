@@ -21,6 +21,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from vault.blockstore import _fsync_dir
 from vault.errors import InputValidationError
 
 _ATTEMPTS = 8
@@ -89,16 +90,11 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
 def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: str) -> tuple[int, Path]:
     """A filesystem without hard links (vfat, some FUSE): the private file becomes the temp
     file by rename, which cannot refuse an existing name, so a leftover is removed first and
-    two writers to one output racing in that instant are not told apart."""
-    try:
-        if os.path.lexists(tmp):
-            _remove_leftover(tmp, out, purpose)
-        os.replace(private, tmp)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            private.unlink()
-        raise
+    two writers to one output racing in that instant are not told apart. A failure is
+    cleaned up by claim_temp (fd closed, the private file removed)."""
+    if os.path.lexists(tmp):
+        _remove_leftover(tmp, out, purpose)
+    os.replace(private, tmp)
     return fd, tmp
 
 
@@ -166,14 +162,6 @@ def install_temp(fd: int, tmp: Path, out: Path) -> None:
             if os.path.samestat(os.fstat(fd), os.lstat(out)):
                 out.unlink()
         raise
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def discard_temp(fd: int, tmp: Path) -> None:

@@ -134,3 +134,17 @@ def test_two_processes_racing_for_one_output_never_write_into_each_others_file(t
     assert [(unlinked, wrong) for _, unlinked, wrong in results] == [(0, 0), (0, 0)]
     assert out.read_bytes() in (b"a", b"b")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.bin"]
+
+
+def test_a_filesystem_without_hard_links_still_gets_a_claimed_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_links(src, dst) -> None:  # noqa: ANN001 (vfat, some FUSE filesystems)
+        raise OSError(1, "Operation not permitted")
+
+    out = tmp_path / "out.bin"
+    temp_path(out, "open").write_bytes(b"a crashed run's leftover")
+    monkeypatch.setattr(tempfiles.os, "link", no_links)
+    with atomic_output(out, "open") as (fd, tmp):
+        assert os.fstat(fd).st_size == 0
+        os.write(fd, b"new")
+        os.fsync(fd)
+    assert out.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
