@@ -351,9 +351,9 @@ def main() -> None:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.no_accel:  # the store's native put too (a module switch: the store has no option for it)
-        from vault import blockstore
+        from vault.blockstore import filesystem as bs_filesystem
 
-        blockstore._NATIVE = False
+        bs_filesystem._NATIVE = False
     if args.child:  # a peak-RSS child, with the parent's --no-accel
         _child(args.child, accelerate=not args.no_accel)
         return

@@ -7,6 +7,8 @@ import fcntl
 import os
 import threading
 
+from vault._fileio import ALIGN, write_all
+
 
 class _Output:
     """Writes open's plaintext, buffer after buffer, to `fd` (a new temp file that open
@@ -19,8 +21,6 @@ class _Output:
     but the last is _PLAIN_BUFFER bytes; the last one's unaligned tail, and everything on a
     filesystem that refuses O_DIRECT, is written through the page cache, with a _Syncer
     flushing behind so that the final fsync only waits for the tail."""
-
-    _ALIGN = 4096  # O_DIRECT: >= the logical block size of any common device
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
@@ -37,7 +37,7 @@ class _Output:
 
     def write(self, view: memoryview) -> None:
         if self._direct:
-            head = len(view) - len(view) % self._ALIGN
+            head = len(view) - len(view) % ALIGN
             while head:
                 try:
                     n = os.write(self._fd, view[:head])
@@ -49,7 +49,7 @@ class _Output:
             if view:  # the unaligned tail, or a refusal: the page cache from here on
                 self._direct = self._set_direct(False)
                 self._syncer = _Syncer(self._fd)
-        _write_all(self._fd, view)
+        write_all(self._fd, view)
         if self._syncer is not None:
             self._syncer.wrote(len(view))
 
@@ -103,8 +103,3 @@ class _Syncer:
         self._thread.join()
         if check and self._error is not None:
             raise self._error
-
-
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        view = view[os.write(fd, view) :]

@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from vault.blockstore import _fsync_dir
+from vault._fileio import fsync_dir
 from vault.errors import InputValidationError
 
 _ATTEMPTS = 8
@@ -156,7 +156,7 @@ def install_temp(fd: int, tmp: Path, out: Path) -> None:
         raise InputValidationError(f"{tmp} is no longer the file written for {out}: nothing was installed")
     os.replace(tmp, out)
     try:
-        _fsync_dir(out.parent)
+        fsync_dir(out.parent)
     except OSError:
         with contextlib.suppress(OSError):
             if os.path.samestat(os.fstat(fd), os.lstat(out)):

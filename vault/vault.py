@@ -18,7 +18,7 @@ chunks), encrypt their chunks straight into page-aligned leaf buffers (ChunkSeal
 natively a run of chunks per call) and hash 16 leaves at once (AVX-512; 4 with SHA-NI);
 writer threads store them and the DAG takes the leaves in order. The blocks go past the
 page cache (O_DIRECT: they must be on disk before seal returns anyway), and the store's
-batch makes them durable (one syncfs, or per-file fsyncs: see vault/blockstore.py).
+batch makes them durable (one syncfs, or per-file fsyncs: see vault/blockstore/__init__.py).
 open: the caller's thread fetches each block (the leaves of a node are read ahead on two
 threads) and has export() check it against its CID (the only hash of
 it: our own stores are asked for `get(verify=False)`); a worker decrypts the verified
@@ -79,7 +79,8 @@ from vault._pipeline import (
     disk_prefetch,
 )
 from vault._seal import LANES, seal_segments
-from vault.blockstore import BlockStore, FilesystemBlockstore, _Pinning
+from vault.blockstore import BlockStore, FilesystemBlockstore
+from vault.blockstore._pinning import _Pinning
 from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError

@@ -24,11 +24,14 @@ import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, BinaryIO, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, TypeVar
 
 import typer
 
 from vault.errors import VaultError
+
+if TYPE_CHECKING:  # the commands import the vault lazily: a fast start for --help
+    from vault.cid import CID
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PROGRESS_MIN = 8 << 20  # show a bar only for files at least this large

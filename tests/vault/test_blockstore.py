@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vault import blockstore
+from vault import _fileio
+from vault.blockstore import _flusher as bs_flusher
+from vault.blockstore import filesystem as bs_filesystem
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, DAG_PB, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, IntegrityError
@@ -143,8 +145,8 @@ def test_walk_dag_is_depth_first_and_strictness_is_optional(tmp_path: Path) -> N
 def fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Inodes passed to os.fsync, on the store's Python path (the native put makes the same
     calls from C: tests/vault/test_blockstore_native.py traces them)."""
-    monkeypatch.setattr(blockstore, "_NATIVE", False)
-    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: False)  # per-file fsyncs, whatever the machine
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
+    monkeypatch.setattr(bs_flusher, "syncfs_pays", lambda: False)  # per-file fsyncs, whatever the machine
     calls: list[int] = []
     real = os.fsync
 
@@ -258,13 +260,13 @@ def _evict(path: Path) -> None:
 def _cached(path: Path) -> bool:
     fd = os.open(path, os.O_RDONLY)
     try:
-        return blockstore._in_page_cache(fd, path.stat().st_size)
+        return _fileio.in_page_cache(fd, path.stat().st_size)
     finally:
         os.close(fd)
 
 
 needs_cachestat = pytest.mark.skipif(
-    blockstore._SYSCALL is None, reason="cachestat(2) is not known on this platform")
+    _fileio.SYSCALL is None, reason="cachestat(2) is not known on this platform")
 
 
 @needs_cachestat
@@ -347,11 +349,11 @@ def test_direct_get_falls_back_to_the_page_cache_where_o_direct_is_refused(tmp_p
 
 
 def test_auto_takes_syncfs_only_when_little_else_waits_to_be_written() -> None:
-    if blockstore._SYNCFS is None:
+    if _fileio.SYNCFS is None:
         pytest.skip("no syncfs(2) here")
-    assert blockstore._syncfs_pays(lambda: 10 << 20)
-    assert not blockstore._syncfs_pays(lambda: 1 << 30)  # someone else's gigabyte: per-file fsyncs
-    assert not blockstore._syncfs_pays(lambda: None)  # unknown: per-file fsyncs
+    assert bs_flusher.syncfs_pays(lambda: 10 << 20)
+    assert not bs_flusher.syncfs_pays(lambda: 1 << 30)  # someone else's gigabyte: per-file fsyncs
+    assert not bs_flusher.syncfs_pays(lambda: None)  # unknown: per-file fsyncs
 
 
 @pytest.mark.parametrize(("method", "cheap", "whole"), [("auto", True, True), ("auto", False, False),
@@ -359,12 +361,12 @@ def test_auto_takes_syncfs_only_when_little_else_waits_to_be_written() -> None:
 def test_a_batch_is_made_durable_by_one_syncfs_or_by_fsyncs(tmp_path: Path, fsyncs: list[int],
                                                              monkeypatch: pytest.MonkeyPatch, method: str,
                                                              cheap: bool, whole: bool) -> None:
-    if blockstore._SYNCFS is None:
+    if _fileio.SYNCFS is None:
         pytest.skip("no syncfs(2) here")
-    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: cheap)
+    monkeypatch.setattr(bs_flusher, "syncfs_pays", lambda: cheap)
     synced_fs: list[Path] = []
-    real = blockstore._syncfs
-    monkeypatch.setattr(blockstore, "_syncfs", lambda path: (synced_fs.append(path), real(path)))
+    real = _fileio.syncfs
+    monkeypatch.setattr(_fileio, "syncfs", lambda path: (synced_fs.append(path), real(path)))
     store = FilesystemBlockstore(tmp_path, sync_method=method)
     fsyncs.clear()
     blocks = _blocks(6)
@@ -514,8 +516,8 @@ def test_blocks_found_present_in_a_background_batch_are_synced_off_the_callers_t
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    monkeypatch.setattr(blockstore, "_NATIVE", False)
-    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: False)
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
+    monkeypatch.setattr(bs_flusher, "syncfs_pays", lambda: False)
     store = FilesystemBlockstore(tmp_path, sync_method="fsync")
     blocks = _blocks(20)
     for cid, data in blocks:
@@ -712,11 +714,11 @@ def test_a_block_another_batch_wrote_is_durable_when_this_batch_ends(tmp_path: P
 
 
 def _syncfs_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[FilesystemBlockstore, list[Path]]:
-    if blockstore._SYNCFS is None:
+    if _fileio.SYNCFS is None:
         pytest.skip("no syncfs(2) here")
     synced_fs: list[Path] = []
-    real = blockstore._syncfs
-    monkeypatch.setattr(blockstore, "_syncfs", lambda path: (synced_fs.append(path), real(path)))
+    real = _fileio.syncfs
+    monkeypatch.setattr(_fileio, "syncfs", lambda path: (synced_fs.append(path), real(path)))
     return FilesystemBlockstore(tmp_path, sync_method="syncfs"), synced_fs
 
 
@@ -752,12 +754,12 @@ def test_auto_falls_back_to_fsyncs_when_the_machine_got_busy_during_the_batch(
         tmp_path: Path, fsyncs: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
     """"auto" chose syncfs at the start; by the end much else is dirty, and syncfs would
     wait for it: the batch's own files and shards are fsynced instead."""
-    if blockstore._SYNCFS is None:
+    if _fileio.SYNCFS is None:
         pytest.skip("no syncfs(2) here")
     answers = iter([True, False])  # quiet at the start, busy at the end
-    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: next(answers))
+    monkeypatch.setattr(bs_flusher, "syncfs_pays", lambda: next(answers))
     synced_fs: list[Path] = []
-    monkeypatch.setattr(blockstore, "_syncfs", synced_fs.append)
+    monkeypatch.setattr(_fileio, "syncfs", synced_fs.append)
     store = FilesystemBlockstore(tmp_path)
     fsyncs.clear()
     with store.batch(background=True):
@@ -768,7 +770,7 @@ def test_auto_falls_back_to_fsyncs_when_the_machine_got_busy_during_the_batch(
     assert sorted(fsyncs) == sorted([p.stat().st_ino for p in paths] + list({p.parent.stat().st_ino for p in paths}))
 
 
-@pytest.mark.skipif(not blockstore._NATIVE, reason="the native accelerator is not built")
+@pytest.mark.skipif(not bs_filesystem._NATIVE, reason="the native accelerator is not built")
 def test_a_direct_batch_writes_unaligned_bytes_past_the_page_cache_too(tmp_path: Path) -> None:
     """An Importer's blocks are plain bytes: put copies each into an aligned buffer, so
     that O_DIRECT takes it, instead of sending it through the page cache."""
@@ -784,6 +786,6 @@ def test_a_direct_batch_writes_unaligned_bytes_past_the_page_cache_too(tmp_path:
         for cid, piece in zip(cids, pieces):
             store.put(cid, piece)
     for cid, piece in zip(cids, pieces):
-        if blockstore._SYSCALL is not None:
+        if _fileio.SYSCALL is not None:
             assert not _cached(store._path(cid))  # written with O_DIRECT
         assert store.get(cid) == piece

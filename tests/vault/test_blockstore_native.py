@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from vault import _accel, blockstore
+from vault import _accel
+from vault.blockstore import filesystem as bs_filesystem
 from vault.blockstore import FilesystemBlockstore
 from vault.cid import CID, RAW
 
@@ -172,7 +173,7 @@ def test_failures_raise_oserror_and_leave_no_temp_file(tmp_path: Path) -> None:
 
 
 def test_native_puts_make_missing_shards_and_blocks_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    assert blockstore._NATIVE
+    assert bs_filesystem._NATIVE
     store = FilesystemBlockstore(tmp_path, sync=False)  # a scratch store makes shards on demand
     blocks = []
     for i in range(40):

@@ -306,7 +306,7 @@ def test_import_gives_a_foreign_store_blocks_of_its_own() -> None:
 
 
 def test_import_writes_large_blocks_past_the_page_cache_in_a_background_batch(tmp_path, monkeypatch) -> None:
-    from vault import blockstore
+    from vault import _fileio
     from vault.blockstore import FilesystemBlockstore
 
     src, root, data = _large_dag()
@@ -320,11 +320,11 @@ def test_import_writes_large_blocks_past_the_page_cache_in_a_background_batch(tm
     assert batches == [{"background": True, "direct": True}]
     leaves = [cid for cid in walk_dag(src, root) if cid.codec == RAW]
     assert len(leaves) == 12
-    if blockstore._SYSCALL is not None:  # before anything reads them
+    if _fileio.SYSCALL is not None:  # before anything reads them
         for leaf in leaves:
             fd = os.open(store._path(leaf), os.O_RDONLY)
             try:
-                assert not blockstore._in_page_cache(fd, 256 << 10)  # written with O_DIRECT
+                assert not _fileio.in_page_cache(fd, 256 << 10)  # written with O_DIRECT
             finally:
                 os.close(fd)
     assert b"".join(export(root, store.get)) == data

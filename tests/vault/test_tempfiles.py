@@ -82,7 +82,7 @@ def test_a_failed_directory_fsync_removes_the_output_only_if_it_is_still_ours(
         os.replace(tmp_path / "newer", out)
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(tempfiles, "_fsync_dir", replaced_meanwhile)
+    monkeypatch.setattr(tempfiles, "fsync_dir", replaced_meanwhile)
     fd, tmp = claim_temp(out, "open")
     os.write(fd, b"ours")
     with pytest.raises(OSError, match="Input/output error"):

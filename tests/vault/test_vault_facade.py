@@ -378,7 +378,7 @@ def test_a_failed_directory_fsync_after_the_rename_leaves_nothing_at_out(store, 
     def failing(path) -> None:  # noqa: ANN001
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(tempfiles, "_fsync_dir", failing)
+    monkeypatch.setattr(tempfiles, "fsync_dir", failing)
     with pytest.raises(OSError, match="Input/output error"):
         Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
     assert list(outdir.iterdir()) == []

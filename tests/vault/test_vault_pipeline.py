@@ -39,7 +39,9 @@ from vault.age._stream import (
 from vault._output import _Output
 from vault._pipeline import _InOrder, _Prefetch, _Sink
 from vault._seal import _Arenas, _arena, seal_segments
-from vault import _accel, blockstore
+from vault import _accel
+from vault.blockstore import _flusher as bs_flusher
+from vault.blockstore import filesystem as bs_filesystem
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
 from vault.cid import CID, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
@@ -463,7 +465,7 @@ def test_a_filesystem_without_o_direct_gets_the_page_cache(tmp_path: Path, monke
         return real_open(path, flags, *args)
 
     monkeypatch.setattr(os, "open", no_direct)
-    monkeypatch.setattr(blockstore, "_NATIVE", False)  # the C path's fallback: test_blockstore_native.py
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)  # the C path's fallback: test_blockstore_native.py
     store = FilesystemBlockstore(tmp_path)
     blocks = []
     for _ in range(3):
@@ -812,8 +814,8 @@ def test_filesystem_get_verifies_unless_told_not_to(tmp_path: Path) -> None:
 def synced(monkeypatch: pytest.MonkeyPatch) -> set[int]:
     """Inodes passed to os.fsync / os.fdatasync (from any thread), on the blockstore's
     Python path (its native put is traced in tests/vault/test_blockstore_native.py)."""
-    monkeypatch.setattr(blockstore, "_NATIVE", False)
-    monkeypatch.setattr(blockstore, "_syncfs_pays", lambda: False)  # per-file fsyncs, whatever the machine
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
+    monkeypatch.setattr(bs_flusher, "syncfs_pays", lambda: False)  # per-file fsyncs, whatever the machine
     inodes: set[int] = set()
     real_fsync, real_fdatasync = os.fsync, os.fdatasync
 
@@ -856,7 +858,7 @@ def test_a_failed_background_fsync_fails_the_batch(tmp_path: Path, monkeypatch: 
         raise OSError(5, "Input/output error")
 
     store = FilesystemBlockstore(tmp_path, sync_method="fsync")
-    monkeypatch.setattr(blockstore, "_NATIVE", False)
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
     monkeypatch.setattr(os, "fsync", broken)
     with pytest.raises(OSError, match="Input/output"), store.batch(background=True):
         store.put(CID.from_sha256(b"x"), b"x")
