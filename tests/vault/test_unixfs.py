@@ -336,6 +336,43 @@ def test_export_rejects_a_dag_that_lies_about_sizes() -> None:
         b"".join(export(gcid, {gcid: garbage}.__getitem__))
 
 
+def test_export_walks_an_empty_subtree_once_however_often_it_is_linked() -> None:
+    # Each node links one empty child ten times, six levels deep: every block matches its CID
+    # and every size is consistent, but walking each link would take 10**6 fetches for 0 bytes.
+    empty = CID.from_sha256(b"")
+    blocks = {empty: b""}
+    top = empty
+    for _ in range(6):
+        top, block = _node([(top, 0)] * 10, internal_data([0] * 10))
+        blocks[top] = block
+    xy = CID.from_sha256(b"xy")
+    blocks[xy] = b"xy"
+    root, block = _node([(xy, 2), (top, 0), (xy, 2), (top, 0)], internal_data([2, 0, 2, 0]))
+    blocks[root] = block
+    fetched: list[CID] = []
+
+    def get(cid: CID) -> bytes:
+        fetched.append(cid)
+        if len(fetched) > 1000:
+            raise AssertionError("export walked the repeats of an empty subtree")
+        return blocks[cid]
+
+    assert b"".join(export(root, get)) == b"xyxy"  # a repeated leaf with bytes is yielded each time
+    assert len(fetched) == 1 + 2 + 6 + 1  # root, xy twice, each empty node once, the empty leaf once
+
+
+def test_export_bounds_the_links_it_holds_across_levels() -> None:
+    z = CID.from_sha256(b"z")
+    blocks = {z: b"z"}
+    wide, block = _node([(z, 1)] * 40_000, internal_data([1] * 40_000))
+    blocks[wide] = block
+    assert b"".join(export(wide, blocks.__getitem__)) == b"z" * 40_000  # one wide node is fine
+    top, block = _node([(wide, 40_000)] + [(z, 1)] * 39_999, internal_data([40_000] + [1] * 39_999))
+    blocks[top] = block
+    with pytest.raises(IntegrityError, match="too wide"):  # 80,000 links held at once
+        b"".join(export(top, blocks.__getitem__))
+
+
 def test_export_refuses_what_is_not_a_file() -> None:
     directory, block = _node([], b"\x08\x01")
     with pytest.raises(InputValidationError, match="directory"):

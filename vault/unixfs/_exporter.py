@@ -1,7 +1,9 @@
 """Streaming UnixFS file exporter: walks the DAG depth-first, verifies every block against
 its CID, and checks the sizes each node claims (filesize, blocksizes) against what its
 children really hold, so a DAG that lies about its shape fails instead of returning
-shifted bytes. Memory: the links of one node per level of the tree.
+shifted bytes. Memory: the links of one node per level of the tree, at most
+MAX_PENDING_LINKS in all; time: a subtree of size 0 is walked once however often it is
+linked (see _Walk).
 """
 from __future__ import annotations
 
@@ -69,44 +71,75 @@ def _verify(cid: CID, block: bytes) -> None:
     cid.verify(block)
 
 
+MAX_PENDING_LINKS = 1 << 16  # links held at once across the levels being walked (Kubo: <= 8 x 1024)
+
+
 def _iterate(root: CID, get_block: GetBlock, verify: Verify) -> Iterator[bytes]:
-    yield from _walk(root, get_block, verify, None, 0)
+    yield from _Walk(get_block, verify).node(root, None, 0)
 
 
-def _walk(cid: CID, get_block: GetBlock, verify: Verify, expected: int | None,
-          depth: int) -> Generator[bytes, None, int]:
-    if depth > MAX_DEPTH:
-        raise IntegrityError(f"UnixFS DAG deeper than {MAX_DEPTH} levels at {cid}")
-    block = get_block(cid)
-    verify(cid, block)
-    if cid.codec == RAW:
-        if expected is not None and len(block) != expected:
-            raise IntegrityError(f"raw leaf {cid} holds {len(block)} bytes, parent says {expected}")
-        if block:
-            yield block
-        return len(block)
-    if cid.codec != DAG_PB:
-        raise InputValidationError(f"cannot export codec 0x{cid.codec:x} ({cid}) as a UnixFS file")
-    try:
-        links, data = decode_node(block)
-        if data is None:
-            raise FormatError("dag-pb node without UnixFS data")
-        node = decode_data(data)
-    except FormatError as exc:
-        raise IntegrityError(f"malformed UnixFS node {cid}: {exc}") from None
-    if node.type not in (T_FILE, T_RAW):
-        name = TYPE_NAMES.get(node.type, f"type {node.type}")
-        raise InputValidationError(f"{cid} is a UnixFS {name}, not a file")
-    if len(links) != len(node.blocksizes):
-        raise IntegrityError(f"{cid} has {len(links)} links but {len(node.blocksizes)} blocksizes")
-    own = len(node.data) if node.data is not None else 0
-    claimed = own + sum(node.blocksizes)
-    if node.filesize is not None and node.filesize != claimed:
-        raise IntegrityError(f"{cid} claims filesize {node.filesize}, its parts hold {claimed}")
-    if expected is not None and claimed != expected:
-        raise IntegrityError(f"{cid} holds {claimed} bytes, parent says {expected}")
-    if own:
-        yield bytes(node.data)
-    for link, size in zip(links, node.blocksizes):
-        yield from _walk(link.cid, get_block, verify, size, depth + 1)
-    return claimed
+class _Walk:
+    """One export's walk. Two bounds a DAG that is valid block by block cannot get past:
+    - a subtree of size 0 is walked (fetched, verified) once, however often it is linked:
+      it yields nothing, so its repeats need no second look, and without this a few KB
+      of nodes that each link one empty child many times cost L**depth fetches (the
+      walk's time would follow the links, not the file's bytes);
+    - the links decoded and not yet walked, summed over the levels of the path being
+      walked, stay under MAX_PENDING_LINKS (each costs ~250 bytes: 32 levels of 2 MiB
+      nodes would hold ~340 MiB before the first byte)."""
+
+    def __init__(self, get_block: GetBlock, verify: Verify) -> None:
+        self._get = get_block
+        self._verify = verify
+        self._empty: set[bytes] = set()  # CIDs (binary) of subtrees found to hold 0 bytes
+        self._pending = 0
+
+    def node(self, cid: CID, expected: int | None, depth: int) -> Generator[bytes, None, int]:
+        if depth > MAX_DEPTH:
+            raise IntegrityError(f"UnixFS DAG deeper than {MAX_DEPTH} levels at {cid}")
+        if cid.codec not in (RAW, DAG_PB):
+            raise InputValidationError(f"cannot export codec 0x{cid.codec:x} ({cid}) as a UnixFS file")
+        if expected == 0 and cid.to_bytes() in self._empty:
+            return 0
+        block = self._get(cid)
+        self._verify(cid, block)
+        if cid.codec == RAW:
+            if expected is not None and len(block) != expected:
+                raise IntegrityError(f"raw leaf {cid} holds {len(block)} bytes, parent says {expected}")
+            if block:
+                yield block
+            else:
+                self._empty.add(cid.to_bytes())
+            return len(block)
+        try:
+            links, data = decode_node(block)
+            if data is None:
+                raise FormatError("dag-pb node without UnixFS data")
+            node = decode_data(data)
+        except FormatError as exc:
+            raise IntegrityError(f"malformed UnixFS node {cid}: {exc}") from None
+        if node.type not in (T_FILE, T_RAW):
+            name = TYPE_NAMES.get(node.type, f"type {node.type}")
+            raise InputValidationError(f"{cid} is a UnixFS {name}, not a file")
+        if len(links) != len(node.blocksizes):
+            raise IntegrityError(f"{cid} has {len(links)} links but {len(node.blocksizes)} blocksizes")
+        own = len(node.data) if node.data is not None else 0
+        claimed = own + sum(node.blocksizes)
+        if node.filesize is not None and node.filesize != claimed:
+            raise IntegrityError(f"{cid} claims filesize {node.filesize}, its parts hold {claimed}")
+        if expected is not None and claimed != expected:
+            raise IntegrityError(f"{cid} holds {claimed} bytes, parent says {expected}")
+        if self._pending + len(links) > MAX_PENDING_LINKS:
+            raise IntegrityError(f"UnixFS DAG too wide at {cid}: {len(links)} links on top of {self._pending} "
+                                 f"pending on the levels above it (at most {MAX_PENDING_LINKS})")
+        self._pending += len(links)
+        try:
+            if own:
+                yield bytes(node.data)
+            for link, size in zip(links, node.blocksizes):
+                yield from self.node(link.cid, size, depth + 1)
+        finally:
+            self._pending -= len(links)
+        if not claimed:
+            self._empty.add(cid.to_bytes())
+        return claimed
