@@ -233,16 +233,22 @@ def keygen(
     identity = HybridIdentity.generate() if pq else X25519Identity.generate()
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     text = f"# created: {created}\n# public key: {identity.recipient}\n{identity}\n"
+    from vault._fileio import write_all
+    from vault.tempfiles import atomic_output
+
+    refused = f"{path} already exists; refusing to overwrite an identity"
+    if os.path.lexists(path):
+        raise _fail(refused)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # written whole beside it, then linked into place (never over an existing file): a
+    # failed write (a full disk) or a kill leaves no empty or partial identity behind
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with atomic_output(path, "keygen", 0o600, overwrite=False) as (fd, _tmp):
+            os.fchmod(fd, 0o600)  # whatever the umask; on the descriptor, not a path that could be swapped
+            write_all(fd, text.encode("ascii"))
+            os.fsync(fd)
     except FileExistsError:
-        raise _fail(f"{path} already exists; refusing to overwrite an identity") from None
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.chmod(path, 0o600)  # whatever the umask
+        raise _fail(refused) from None
     if as_json:
         _echo_json({"recipient": str(identity.recipient), "path": str(path)})
     else:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.age_tty import age_on_a_tty
 from tests.vault.test_age_interop import SIZES, age, keygen, run_age  # noqa: F401 (fixtures)
-from vault.age import ScryptIdentity, ScryptRecipient, dearmor, decrypt, encrypt
+from vault.age import ArmorError, ScryptIdentity, ScryptRecipient, dearmor, decrypt, encrypt
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -67,3 +67,18 @@ def test_age_refuses_our_passphrase_file_with_the_wrong_passphrase(age, tmp_path
     sealed.write_bytes(b"".join(encrypt(b"x", [ScryptRecipient("right", work_factor=10)])))
     code, tty = age_on_a_tty(age, ["-d", "-o", str(tmp_path / "out"), str(sealed)], b"wrong")
     assert code != 0 and b"incorrect passphrase" in tty.lower()
+
+
+@pytest.mark.parametrize("trailing", [1023, 1024])
+def test_whitespace_after_the_end_line_is_taken_as_age_takes_it(age, keygen, trailing: int) -> None:
+    import subprocess
+
+    key_file, ident, _ = keygen("owner")
+    text = b"".join(encrypt([b"twin"], [ident.recipient], armor=True)) + b" " * trailing
+    theirs = subprocess.run([age, "-d", "-i", str(key_file)], input=text, capture_output=True)
+    try:
+        ours = b"".join(decrypt(io.BytesIO(text), [ident]))
+    except ArmorError:
+        ours = None
+    assert (theirs.returncode == 0) == (ours is not None)
+    assert ours == (b"twin" if trailing < 1024 else None)

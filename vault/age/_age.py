@@ -19,6 +19,8 @@ _IDENTITY_TYPES = (X25519Identity, HybridIdentity, ScryptIdentity)
 _WRAP = {X25519Recipient: _x25519.wrap, HybridRecipient: _pq.wrap, ScryptRecipient: _scrypt.wrap}
 _UNWRAP = {X25519Identity: _x25519.unwrap, HybridIdentity: _pq.unwrap, ScryptIdentity: _scrypt.unwrap}
 _NAMES = "X25519Recipient, HybridRecipient or ScryptRecipient"
+_MAX_REASONS = 16  # stanzas named in a NoIdentityMatchError; the rest are counted
+_MAX_TYPE = 32  # characters of a stanza's type shown in it
 
 
 def _handler(table: dict, key: object):  # by isinstance, so that subclasses work too
@@ -77,6 +79,9 @@ def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
     given = {type(i) for i in identities}
     reasons = []
     for n, s in enumerate(stanzas):
+        if n == _MAX_REASONS:  # a hostile header has up to ~9,000 stanzas: the message stays short
+            reasons.append(f"{len(stanzas) - n} more stanzas")
+            break
         if s.type == _x25519.STANZA_TYPE:
             why = "not for these identities" if X25519Identity in given else "needs an X25519 identity"
         elif s.type == _pq.STANZA_TYPE:
@@ -86,7 +91,8 @@ def _unwrap(header: _format.Header, identities: list[Identity]) -> bytes:
             why = "wrong passphrase" if ScryptIdentity in given else "needs a passphrase (ScryptIdentity)"
         else:
             why = "unsupported type"
-        reasons.append(f"stanza {n} ({s.type}): {why}")
+        shown = s.type if len(s.type) <= _MAX_TYPE else s.type[:_MAX_TYPE] + "..."
+        reasons.append(f"stanza {n} ({shown}): {why}")
     raise NoIdentityMatchError(reasons)
 
 

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from ..errors import HeaderError
 from . import _format
-from ._format import INTRO, _readline_fallback
+from ._format import INTRO, _readline_fallback, require_bytes
 
 BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 END = b"-----END AGE ENCRYPTED FILE-----"
@@ -98,6 +98,7 @@ class _Decoder:
 
     def __init__(self, src: BinaryIO) -> None:
         self._read = src.read
+        self._source = src
         self._buf = bytearray()
         self._pos = 0
         self._eof = False
@@ -114,6 +115,7 @@ class _Decoder:
         if not data:
             self._eof = True
             return False
+        require_bytes(data, self._source)
         self._buf += data
         return True
 
@@ -218,8 +220,8 @@ class _Decoder:
             self._pos = len(self._buf)
             if rest.strip():
                 raise ArmorError("invalid armor: data after the END line")
-            if seen > MAX_WHITESPACE:
-                raise ArmorError(f"invalid armor: more than {MAX_WHITESPACE} bytes of whitespace after it")
+            if seen >= MAX_WHITESPACE:  # as age: it reads at most 1023 bytes of trailing whitespace
+                raise ArmorError(f"invalid armor: {MAX_WHITESPACE} or more bytes of whitespace after it")
             if not self._fill():
                 return
 
@@ -331,6 +333,7 @@ def sniff(src: BinaryIO) -> tuple[bool, BinaryIO]:
     anything (the returned stream starts where `src` did). A binary age file starts with
     "a" (its intro line); anything else is treated as armor, so a file that is neither
     fails as an ArmorError saying the BEGIN line is missing (still a HeaderError)."""
+    source = src
     peek = getattr(src, "peek", None)
     if peek is not None:
         head = peek(1)[:1]
@@ -342,4 +345,7 @@ def sniff(src: BinaryIO) -> tuple[bool, BinaryIO]:
         head = src.read(1)
         if head:
             src = _Prepended(head, src)
+    if head is not None:
+        require_bytes(head, source)
     return bool(head) and head != INTRO[:1], src
+

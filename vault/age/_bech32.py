@@ -14,7 +14,8 @@ original checksum constant 1, not Bech32m):
 
 A string is either all lowercase or all uppercase (mixed case is rejected); the checksum is
 computed over the lowercase form. Padding bits must be zero and fewer than five (so that
-every payload has exactly one encoding).
+every payload has exactly one encoding). Without the 90-character limit a string is
+still capped, at MAX_LENGTH characters (a post-quantum recipient has about 1,960).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from ..errors import InvalidKeyError
 _CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _CHARSET_REV = {c: i for i, c in enumerate(_CHARSET)}
 _GENERATOR = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+MAX_LENGTH = 4096
 
 
 def _polymod(values: list[int]) -> int:
@@ -45,8 +47,9 @@ def _convert_bits(data: bytes | list[int], from_bits: int, to_bits: int, pad: bo
     bits = 0
     out: list[int] = []
     maxv = (1 << to_bits) - 1
+    keep = (1 << (from_bits + to_bits - 1)) - 1  # the bits not yet emitted (BIP 173's max_acc)
     for value in data:
-        acc = (acc << from_bits) | value
+        acc = ((acc << from_bits) | value) & keep  # unmasked, acc grew to the whole payload: quadratic
         bits += from_bits
         while bits >= to_bits:
             bits -= to_bits
@@ -72,6 +75,8 @@ def decode(s: str) -> tuple[str, bytes]:
     """(lowercase hrp, payload) of a Bech32 string; InvalidKeyError if it is not one."""
     if not isinstance(s, str):
         raise InvalidKeyError(f"expected a Bech32 string, got {type(s).__name__}")
+    if len(s) > MAX_LENGTH:
+        raise InvalidKeyError(f"Bech32 string of {len(s)} characters (at most {MAX_LENGTH})")
     if not s.isascii():
         raise InvalidKeyError("Bech32 string has non-ASCII characters")
     if s.lower() != s and s.upper() != s:

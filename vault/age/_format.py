@@ -33,7 +33,7 @@ import hmac
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from ..errors import HeaderError, HeaderMACError
+from ..errors import HeaderError, HeaderMACError, InputValidationError
 from ._kdf import hkdf_sha256, hmac_sha256
 
 INTRO = b"age-encryption.org/v1\n"
@@ -169,6 +169,13 @@ def parse(data: bytes) -> Header:
         stanzas.append(Stanza(args[0], tuple(args[1:]), bytes(body)))
 
 
+def require_bytes(data: object, source: object) -> None:
+    """A text-mode source (str from read()) is the caller's mistake, said as such."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputValidationError(f"{type(source).__name__}.read() returned {type(data).__name__}, not bytes "
+                                   "(open the file in binary mode, 'rb')")
+
+
 def _readline_fallback(src: BinaryIO):
     """readline(limit) for sources that only have read(): one byte at a time, so nothing
     past the newline is consumed (headers are a few hundred bytes)."""
@@ -193,6 +200,7 @@ def read_header(src: BinaryIO) -> bytes:
     read(); its readline() is used when it has one."""
     readline = getattr(src, "readline", None) or _readline_fallback(src)
     first = readline(len(INTRO))
+    require_bytes(first, src)
     if first != INTRO:
         raise HeaderError("not an age v1 file (bad intro line)")
     out = bytearray(first)

@@ -66,6 +66,8 @@ def seal(file_key: bytes, plaintext: Iterable[bytes], nonce: bytes | None = None
         if not isinstance(piece, (bytes, bytearray, memoryview)):
             raise InputValidationError(f"plaintext pieces must be bytes, got {type(piece).__name__}")
         view = memoryview(piece)
+        if not view.c_contiguous:  # strided (a slice with a step): cast() refuses it, so copy it
+            view = memoryview(view.tobytes())
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
         if pending:
