@@ -33,14 +33,16 @@ def temp_path(out: Path, purpose: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_output(out: Path, purpose: str, mode: int = 0o600) -> Iterator[tuple[int, Path]]:
+def atomic_output(out: Path, purpose: str, mode: int = 0o600, *,
+                  overwrite: bool = True) -> Iterator[tuple[int, Path]]:
     """(fd, tmp): an empty temp file for `out`, open for writing and locked. The body
     writes and fsyncs it; on success it is renamed over `out` and the directory fsynced
-    (install_temp), on any failure removed; fd is closed either way."""
+    (install_temp), on any failure removed; fd is closed either way. overwrite=False: an
+    existing `out` is left as it is and FileExistsError raised (see install_temp)."""
     fd, tmp = claim_temp(out, purpose, mode)
     try:
         yield fd, tmp
-        install_temp(fd, tmp, out)
+        install_temp(fd, tmp, out, overwrite=overwrite)
     except BaseException:
         discard_temp(fd, tmp)
         raise
@@ -143,18 +145,23 @@ def _under_way(out: Path, purpose: str, tmp: Path) -> InputValidationError:
     return InputValidationError(f"another {purpose} to {out} is under way (it holds {tmp})")
 
 
-def install_temp(fd: int, tmp: Path, out: Path) -> None:
+def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True) -> None:
     """Rename the written (and fsynced) temp file over `out`, then fsync the directory so
     that the new entry is durable too. If that fsync fails, `out` is removed again (only
     if it is still this file), so that a failure leaves nothing at `out`; what it
-    replaced is gone either way. fd stays open."""
+    replaced is gone either way. fd stays open. overwrite=False: `out` gets the file
+    only if nothing is there (link(2), which never replaces: FileExistsError otherwise,
+    also for a dangling symbolic link)."""
     try:
         ours = os.path.samestat(os.fstat(fd), os.lstat(tmp))
     except FileNotFoundError:
         ours = False
     if not ours:  # removed or replaced by someone else: do not install what is there now
         raise InputValidationError(f"{tmp} is no longer the file written for {out}: nothing was installed")
-    os.replace(tmp, out)
+    if overwrite:
+        os.replace(tmp, out)
+    else:
+        _link_new(tmp, out)
     try:
         fsync_dir(out.parent)
     except OSError:
@@ -162,6 +169,23 @@ def install_temp(fd: int, tmp: Path, out: Path) -> None:
             if os.path.samestat(os.fstat(fd), os.lstat(out)):
                 out.unlink()
         raise
+
+
+def _link_new(tmp: Path, out: Path) -> None:
+    """tmp's file at `out` as well, unless something is there (FileExistsError); then tmp
+    goes. A filesystem without hard links gets a check and a rename: a writer that makes
+    `out` in between is not seen."""
+    try:
+        os.link(tmp, out, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+            raise
+        if os.path.lexists(out):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(out)) from None
+        os.rename(tmp, out)
+        return
+    with contextlib.suppress(OSError):  # a leftover is removed by the next claim of this name
+        tmp.unlink()
 
 
 def discard_temp(fd: int, tmp: Path) -> None:

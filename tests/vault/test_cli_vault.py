@@ -1,6 +1,7 @@
 """The vault commands of the `twinledger` CLI, through Typer's CliRunner on the real root app."""
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -200,6 +201,38 @@ def test_keygen_writes_a_0600_identity_and_prints_its_recipient(tmp_path, home, 
     assert again.exit_code == 1 and "refusing to overwrite" in again.stderr
     assert X25519Identity.parse(secret[0]) == X25519Identity.parse(
         [ln for ln in path.read_text().splitlines() if not ln.startswith("#")][0])
+
+
+def test_keygen_that_fails_to_write_leaves_no_identity_and_can_be_run_again(tmp_path, home, run, monkeypatch) -> None:
+    path = tmp_path / "me.key"
+    real_fsync = os.fsync
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    failed = run("keygen", "-o", str(path))
+    assert failed.exit_code != 0
+    assert not os.path.lexists(path)  # no empty or partial identity that would refuse the retry
+    assert list(tmp_path.iterdir()) == []  # no temp file either
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    again = run("keygen", "-o", str(path))
+    assert again.exit_code == 0, again.output
+    assert str(X25519Identity.parse(path.read_text().splitlines()[-1]).recipient) == again.stdout.strip()
+
+
+def test_keygen_is_0600_whatever_the_umask_and_refuses_a_dangling_link(tmp_path, home, run) -> None:
+    old = os.umask(0)
+    try:
+        assert run("keygen", "-o", str(tmp_path / "a.key")).exit_code == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.key").stat().st_mode) == 0o600
+    link = tmp_path / "b.key"
+    link.symlink_to(tmp_path / "elsewhere")
+    refused = run("keygen", "-o", str(link))
+    assert refused.exit_code == 1 and "refusing to overwrite" in refused.stderr
+    assert link.is_symlink() and not (tmp_path / "elsewhere").exists()
 
 
 def test_keygen_defaults_to_the_home_directory_and_json(home, run) -> None:

@@ -148,3 +148,27 @@ def test_a_filesystem_without_hard_links_still_gets_a_claimed_temp_file(tmp_path
         os.write(fd, b"new")
         os.fsync(fd)
     assert out.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool) -> None:
+    if not links:
+        def no_links(src, dst, **kwargs) -> None:  # noqa: ANN001, ANN003
+            raise OSError(1, "Operation not permitted")
+
+        monkeypatch.setattr(tempfiles.os, "link", no_links)
+    out = tmp_path / "identity.key"
+    with atomic_output(out, "keygen", overwrite=False) as (fd, _tmp):
+        os.write(fd, b"first")
+    assert out.read_bytes() == b"first"
+    with pytest.raises(FileExistsError):
+        with atomic_output(out, "keygen", overwrite=False) as (fd, _tmp):
+            os.write(fd, b"second")
+    assert out.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["identity.key"]
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(FileExistsError):
+        with atomic_output(tmp_path / "dangling", "keygen", overwrite=False) as (fd, _tmp):
+            os.write(fd, b"third")
+    assert not (tmp_path / "nowhere").exists()
