@@ -35,6 +35,32 @@ def syncfs_pays(read_unflushed: Callable[[], int | None] = unflushed_bytes) -> b
     return pending is not None and pending < _SYNCFS_CHEAP
 
 
+class Suspects:
+    """Block files whose fsync (or their directory's, or the batch's syncfs) failed. Linux
+    marks the dirty pages of a failed writeback clean, so the page cache can go on holding a
+    whole block that never reached the disk: a put or adopt would find it "present and
+    whole", and a second fsync would succeed without writing anything. A suspect block is
+    written again by its next put instead (a new file renamed over it: nothing is deleted,
+    so a concurrent writer's good copy is never lost), and then it is no longer suspect.
+    PostgreSQL stops on such an error; a content-addressed store can simply rewrite."""
+
+    def __init__(self) -> None:
+        self._paths: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def add(self, paths: list[Path]) -> None:
+        with self._lock:
+            self._paths.update(paths)
+
+    def discard(self, path: Path) -> None:
+        if self._paths:  # the common case: no lock, no work
+            with self._lock:
+                self._paths.discard(path)
+
+    def __contains__(self, path: Path) -> bool:
+        return bool(self._paths) and path in self._paths
+
+
 @dataclasses.dataclass
 class Batch:
     """One batch() of a store: who makes its puts durable, and whether they go past the
@@ -52,13 +78,16 @@ class Flusher:
     submitted (after its rename), overlapping the disk writes with the caller's work (two
     fsyncs in flight keep the disk busier than one); a bounded queue keeps at most _DEPTH
     descriptors waiting, and finish() waits for the threads. finish() re-raises the first
-    failure."""
+    failure; every file whose sync failed (or may have: all of a failed syncfs's or
+    deferred flush's) is added to `suspects`."""
 
     _DEPTH = 64
     _THREADS = 2
 
-    def __init__(self, background: bool, syncfs: Path | None = None, *, recheck: bool = False) -> None:
+    def __init__(self, background: bool, syncfs: Path | None = None, *, recheck: bool = False,
+                 suspects: Suspects | None = None) -> None:
         self.background = background
+        self._suspects = suspects or Suspects()
         self.syncfs = syncfs  # set: the whole batch is made durable by one syncfs of it
         self._recheck = recheck  # "auto": at the end, per-file fsyncs if the machine got busy
         self._lock = threading.Lock()
@@ -68,7 +97,7 @@ class Flusher:
         self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
         self._closed = False
-        self._queue: queue.Queue[tuple[int, Path] | None] | None = None
+        self._queue: queue.Queue[tuple[int, Path] | None] | None = None  # (fd, block file)
         self._threads: list[threading.Thread] = []
 
     def _start(self) -> queue.Queue[tuple[int, Path] | None]:
@@ -89,12 +118,13 @@ class Flusher:
     def _run(self) -> None:
         assert self._queue is not None
         while (item := self._queue.get()) is not None:
-            fd, shard = item
+            fd, path = item
             try:
                 if self._error is None:
                     os.fsync(fd)
-                    fsync_dir(shard)  # the rename into it came before: it is covered
+                    fsync_dir(path.parent)  # the rename into it came before: it is covered
             except BaseException as exc:  # re-raised by finish()
+                self._suspects.add([path])
                 self._error = self._error or exc
             finally:
                 try:
@@ -114,13 +144,16 @@ class Flusher:
                     os.close(fd)
                     self._known.add(path)
                 else:
-                    self._start().put((fd, path.parent))
+                    self._start().put((fd, path))
                 return
         try:
             os.fsync(fd)
+            fsync_dir(path.parent)
+        except BaseException:
+            self._suspects.add([path])
+            raise
         finally:
             os.close(fd)
-        fsync_dir(path.parent)
 
     def add(self, path: Path) -> bool:
         """A deferred batch: `path` (written, renamed, not fsynced) is fsynced at finish().
@@ -150,7 +183,7 @@ class Flusher:
             except FileNotFoundError:
                 return True  # deleted meanwhile (a gc): nothing to sync
             try:
-                self._start().put((fd, path.parent))
+                self._start().put((fd, path))
             except BaseException:
                 os.close(fd)
                 raise
@@ -177,14 +210,28 @@ class Flusher:
         if self._error is not None:
             raise self._error
         if self.syncfs is not None and not (self._recheck and not syncfs_pays()):
-            _fileio.syncfs(self.syncfs)
+            try:
+                _fileio.syncfs(self.syncfs)
+            except BaseException:
+                self._suspects.add(self._files)
+                raise
             return
         # per-file, also when "auto" chose syncfs but much else got dirty meanwhile (a long
         # batch): then syncfs would wait for other writers' data, this only for ours
-        flush(self._files, self._dirs | self._parents)
+        flush(self._files, self._dirs | self._parents, self._suspects)
 
 
-def flush(files: list[Path], dirs: set[Path]) -> None:
+def flush(files: list[Path], dirs: set[Path], suspects: Suspects) -> None:
+    """fsync each file, then each directory; if any fails, all `files` become suspects
+    (which of them the failure touched is not known) and the error is raised."""
+    try:
+        _flush(files, dirs)
+    except BaseException:
+        suspects.add(files)
+        raise
+
+
+def _flush(files: list[Path], dirs: set[Path]) -> None:
     for path in files:
         try:
             fd = os.open(path, os.O_RDONLY)

@@ -19,7 +19,7 @@ from vault import _accel, _fileio
 from vault._fileio import (ALIGN, DIRECT_MIN, O_DIRECT, aligned_copy, fsync_dir, read_direct, write_all,
                            write_direct, write_text_durably)
 from vault.blockstore import _flusher
-from vault.blockstore._flusher import SYNC_METHODS, Batch, Flusher, flush
+from vault.blockstore._flusher import SYNC_METHODS, Batch, Flusher, Suspects, flush
 from vault.blockstore._layout import B32, SHARDING, STALE_TEMP, b32_bytes, b32_key, scan
 from vault.blockstore._pinning import _Pinning
 from vault.cid import CID
@@ -57,6 +57,7 @@ class FilesystemBlockstore(_Pinning):
         self._holding = threading.local()
         self._batch: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
             f"vault-batch-{id(self)}", default=None)
+        self._suspects = Suspects()  # written again by their next put (see Suspects)
         if sync:
             self._make_shards()
         try:
@@ -116,12 +117,17 @@ class FilesystemBlockstore(_Pinning):
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
+        self._suspects.discard(path)  # written anew; a failed sync below makes it a suspect again
         if flusher is not None:
             flusher.submit(fd, path)  # fsynced later (see batch()); closes fd
             return
         os.close(fd)
         if self._sync:
-            fsync_dir(shard)
+            try:
+                fsync_dir(shard)
+            except BaseException:
+                self._suspects.add([path])
+                raise
 
     def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview, direct: bool,
                     batch: Batch | None) -> None:
@@ -138,10 +144,15 @@ class FilesystemBlockstore(_Pinning):
                 if attempt or path.parent.is_dir():
                     raise
                 self._make_shard(path.parent, batch)
+            except OSError:
+                if inline:  # maybe renamed into place before its directory's fsync failed
+                    self._suspects.add([path])
+                raise
+        self._suspects.discard(path)
         if refused and batch is not None:  # the filesystem has no O_DIRECT: the page cache for the rest of the batch
             batch.direct = False
         if deferred and not flusher.add(path):  # type: ignore[union-attr]
-            flush([path], {path.parent})  # the batch ended meanwhile
+            flush([path], {path.parent}, self._suspects)  # the batch ended meanwhile
 
     def _make_shard(self, shard: Path, batch: Batch | None) -> None:
         """Make a shard directory on its first block; then the blocks directory is fsynced
@@ -215,6 +226,8 @@ class FilesystemBlockstore(_Pinning):
             raise self._not_a_file(cid, path) from None
         if not stat.S_ISREG(st.st_mode):
             raise self._not_a_file(cid, path)
+        if path in self._suspects:
+            return False  # its sync failed: what the page cache shows may not be on the disk
         if size is not None and st.st_size != size or not self._whole(cid, path):
             return False
         if self._sync:
@@ -222,7 +235,7 @@ class FilesystemBlockstore(_Pinning):
             # fsync threads; once per file), else now (a file with nothing dirty costs little)
             flusher = batch.flusher if batch is not None else None
             if flusher is None or not flusher.adopt(path):
-                flush([path], {path.parent})
+                flush([path], {path.parent}, self._suspects)
         return True
 
     @staticmethod
@@ -279,7 +292,7 @@ class FilesystemBlockstore(_Pinning):
                 home.parent.mkdir(exist_ok=True)
                 os.replace(path, home)
                 if self._sync:
-                    flush([home], {home.parent, path.parent, self._blocks})
+                    flush([home], {home.parent, path.parent, self._blocks}, self._suspects)
             except OSError:
                 continue
 
@@ -332,7 +345,8 @@ class FilesystemBlockstore(_Pinning):
         flusher = None
         if self._sync:
             whole = self.sync_method == "syncfs" or (self.sync_method == "auto" and _flusher.syncfs_pays())
-            flusher = Flusher(background, self.root if whole else None, recheck=self.sync_method == "auto")
+            flusher = Flusher(background, self.root if whole else None, recheck=self.sync_method == "auto",
+                              suspects=self._suspects)
         batch = Batch(flusher, direct and bool(O_DIRECT))
         token = self._batch.set(batch)
         try:
