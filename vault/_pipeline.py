@@ -69,6 +69,9 @@ class _Pool:
         self._free.put(view.obj)  # type: ignore[arg-type]
 
 
+_EMPTY_LEAF = CID.from_sha256(b"")  # the raw block of no bytes
+
+
 class _Prefetch:
     """A get_block for export() that reads ahead: once a dag-pb node whose links are all raw
     leaves has been fetched, its leaves are what export() asks for next, in order, so up to
@@ -101,6 +104,9 @@ class _Prefetch:
         self._checked: dict[CID, bytes] = {}  # returned by __call__, hash checked, not yet vouched for
 
     def __call__(self, cid: CID) -> bytes:
+        while self._pending and self._pending[0][0] != cid and self._pending[0][0] == _EMPTY_LEAF:
+            self._pending.popleft()[1].cancel()  # export() asks for an empty leaf once, then skips it
+            self._fill()
         if self._pending and self._pending[0][0] == cid:
             _, future, group, slot = self._pending.popleft()
             self._fill()

@@ -361,16 +361,38 @@ def test_export_walks_an_empty_subtree_once_however_often_it_is_linked() -> None
     assert len(fetched) == 1 + 2 + 6 + 1  # root, xy twice, each empty node once, the empty leaf once
 
 
-def test_export_bounds_the_links_it_holds_across_levels() -> None:
+def test_export_bounds_the_links_the_levels_above_a_node_hold() -> None:
     z = CID.from_sha256(b"z")
     blocks = {z: b"z"}
-    wide, block = _node([(z, 1)] * 40_000, internal_data([1] * 40_000))
+    flat, block = _node([(z, 1)] * 135_000, internal_data([1] * 135_000))
+    blocks[flat] = block
+    assert b"".join(export(flat, blocks.__getitem__)) == b"z" * 135_000  # one node of any width is fine
+    wide, block = _node([(z, 1)] * 10, internal_data([1] * 10))
     blocks[wide] = block
-    assert b"".join(export(wide, blocks.__getitem__)) == b"z" * 40_000  # one wide node is fine
-    top, block = _node([(wide, 40_000)] + [(z, 1)] * 39_999, internal_data([40_000] + [1] * 39_999))
+    mid, block = _node([(wide, 10)] + [(z, 1)] * 69_999, internal_data([10] + [1] * 69_999))
+    blocks[mid] = block
+    top, block = _node([(mid, 70_009)] + [(z, 1)] * 69_999, internal_data([70_009] + [1] * 69_999))
     blocks[top] = block
-    with pytest.raises(IntegrityError, match="too wide"):  # 80,000 links held at once
+    with pytest.raises(IntegrityError, match="too wide"):  # 140,000 links held above `wide`
         b"".join(export(top, blocks.__getitem__))
+
+
+def test_a_repeated_empty_subtree_still_counts_for_the_depth_limit() -> None:
+    chain = CID.from_sha256(b"")
+    blocks = {chain: b""}
+    for _ in range(28):  # an empty subtree 28 levels high
+        chain, block = _node([(chain, 0)], internal_data([0]))
+        blocks[chain] = block
+    deep = chain
+    for _ in range(5):
+        deep, block = _node([(deep, 0)], internal_data([0]))
+        blocks[deep] = block
+    shallow_first, block = _node([(chain, 0), (deep, 0)], internal_data([0, 0]))
+    blocks[shallow_first] = block
+    with pytest.raises(IntegrityError, match="deeper than 32"):  # its repeat sits at depth 6: 34 levels
+        b"".join(export(shallow_first, blocks.__getitem__))
+    with pytest.raises(IntegrityError, match="deeper than 32"):  # as when it is walked only there
+        b"".join(export(deep, blocks.__getitem__))
 
 
 def test_export_refuses_what_is_not_a_file() -> None:

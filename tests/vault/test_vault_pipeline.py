@@ -43,7 +43,7 @@ from vault import _accel
 from vault.blockstore import _flusher as bs_flusher
 from vault.blockstore import filesystem as bs_filesystem
 from vault.blockstore import FilesystemBlockstore, MemoryBlockstore, walk_dag
-from vault.cid import CID, RAW
+from vault.cid import CID, DAG_PB, RAW
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, PayloadError
 from vault.unixfs import export, import_bytes
 from vault.vault import Vault
@@ -563,6 +563,39 @@ def test_a_corrupt_leaf_in_a_checked_group_still_fails_the_open(owner, tmp_path:
     finally:
         prefetch.close()
     _open_fails_leaving_nothing(store, owner, root, tmp_path, BlockMismatchError)
+
+
+def test_prefetch_keeps_its_plan_when_export_skips_a_repeated_empty_leaf() -> None:
+    from vault._mfdagpb import encode_link, encode_node
+    from vault.unixfs._pb import internal_data
+
+    parts = [b"a" * 100, b"", b"b" * 100, b"", b"c" * 100, b"", b"d" * 100]
+    blocks = {CID.from_sha256(p): p for p in parts}
+    links = [CID.from_sha256(p) for p in parts]
+    node = encode_node([encode_link(c.to_bytes(), len(p)) for c, p in zip(links, parts)],
+                       internal_data([len(p) for p in parts]))
+    root = CID.from_sha256(node, DAG_PB, 1)
+    blocks[root] = node
+    asked: list[CID] = []
+
+    def get(cid: CID) -> bytes:
+        asked.append(cid)
+        return blocks[cid]
+
+    prefetch = _Prefetch(get, ahead=8, threads=2)
+    try:
+        prefetch(root)
+        deadline = time.monotonic() + 10
+        while len(asked) < 1 + len(parts) and time.monotonic() < deadline:  # every leaf read ahead
+            time.sleep(0.001)
+        assert len(asked) == 1 + len(parts)
+        # what export() asks for next: the empty leaf once, its repeats never (unixfs _Walk)
+        for i in (0, 1, 2, 4, 6):
+            assert prefetch(links[i]) == parts[i]
+    finally:
+        prefetch.close()
+    assert len(asked) == 1 + len(parts)  # no leaf read a second time: the plan was kept
+    assert b"".join(export(root, blocks.__getitem__)) == b"".join(parts)
 
 
 def test_prefetch_drops_its_plan_when_asked_for_something_else(owner, tmp_path: Path) -> None:

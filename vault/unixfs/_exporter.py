@@ -71,7 +71,7 @@ def _verify(cid: CID, block: bytes) -> None:
     cid.verify(block)
 
 
-MAX_PENDING_LINKS = 1 << 16  # links held at once across the levels being walked (Kubo: <= 8 x 1024)
+MAX_PENDING_LINKS = 1 << 17  # links the levels above a node may hold (Kubo: < 8 x 1024; ~250 bytes each)
 
 
 def _iterate(root: CID, get_block: GetBlock, verify: Verify) -> Iterator[bytes]:
@@ -81,26 +81,33 @@ def _iterate(root: CID, get_block: GetBlock, verify: Verify) -> Iterator[bytes]:
 class _Walk:
     """One export's walk. Two bounds a DAG that is valid block by block cannot get past:
     - a subtree of size 0 is walked (fetched, verified) once, however often it is linked:
-      it yields nothing, so its repeats need no second look, and without this a few KB
-      of nodes that each link one empty child many times cost L**depth fetches (the
-      walk's time would follow the links, not the file's bytes);
-    - the links decoded and not yet walked, summed over the levels of the path being
-      walked, stay under MAX_PENDING_LINKS (each costs ~250 bytes: 32 levels of 2 MiB
-      nodes would hold ~340 MiB before the first byte)."""
+      it yields nothing, so its repeats need no second look (only its height, for the
+      depth limit), and without this a few KB of nodes that each link one empty child
+      many times cost L**depth fetches (the walk's time would follow the links, not the
+      file's bytes);
+    - the links held by the levels above a node (decoded, their node not finished) are
+      at most MAX_PENDING_LINKS when it is entered: 32 levels of 2 MiB nodes would hold
+      ~340 MiB before the first byte. One node's own links are not counted against it:
+      they are decoded already, and a flat file of any width is refused by nothing else."""
 
     def __init__(self, get_block: GetBlock, verify: Verify) -> None:
         self._get = get_block
         self._verify = verify
-        self._empty: set[bytes] = set()  # CIDs (binary) of subtrees found to hold 0 bytes
+        self._empty: dict[bytes, int] = {}  # CID (binary) of a subtree found to hold 0 bytes: its height
         self._pending = 0
 
-    def node(self, cid: CID, expected: int | None, depth: int) -> Generator[bytes, None, int]:
+    def node(self, cid: CID, expected: int | None, depth: int) -> Generator[bytes, None, tuple[int, int]]:
+        """Yield the subtree's bytes; return (its size, its height: 0 for a leaf)."""
         if depth > MAX_DEPTH:
             raise IntegrityError(f"UnixFS DAG deeper than {MAX_DEPTH} levels at {cid}")
         if cid.codec not in (RAW, DAG_PB):
             raise InputValidationError(f"cannot export codec 0x{cid.codec:x} ({cid}) as a UnixFS file")
-        if expected == 0 and cid.to_bytes() in self._empty:
-            return 0
+        if expected == 0:
+            height = self._empty.get(cid.to_bytes())
+            if height is not None:
+                if depth + height > MAX_DEPTH:
+                    raise IntegrityError(f"UnixFS DAG deeper than {MAX_DEPTH} levels under {cid}")
+                return 0, height
         block = self._get(cid)
         self._verify(cid, block)
         if cid.codec == RAW:
@@ -109,8 +116,8 @@ class _Walk:
             if block:
                 yield block
             else:
-                self._empty.add(cid.to_bytes())
-            return len(block)
+                self._empty[cid.to_bytes()] = 0
+            return len(block), 0
         try:
             links, data = decode_node(block)
             if data is None:
@@ -129,17 +136,19 @@ class _Walk:
             raise IntegrityError(f"{cid} claims filesize {node.filesize}, its parts hold {claimed}")
         if expected is not None and claimed != expected:
             raise IntegrityError(f"{cid} holds {claimed} bytes, parent says {expected}")
-        if self._pending + len(links) > MAX_PENDING_LINKS:
-            raise IntegrityError(f"UnixFS DAG too wide at {cid}: {len(links)} links on top of {self._pending} "
-                                 f"pending on the levels above it (at most {MAX_PENDING_LINKS})")
+        if links and self._pending > MAX_PENDING_LINKS:
+            raise IntegrityError(f"UnixFS DAG too wide at {cid}: the levels above it hold {self._pending} links "
+                                 f"(at most {MAX_PENDING_LINKS})")
         self._pending += len(links)
+        height = 0
         try:
             if own:
                 yield bytes(node.data)
             for link, size in zip(links, node.blocksizes):
-                yield from self.node(link.cid, size, depth + 1)
+                _, below = yield from self.node(link.cid, size, depth + 1)
+                height = max(height, below + 1)
         finally:
             self._pending -= len(links)
         if not claimed:
-            self._empty.add(cid.to_bytes())
-        return claimed
+            self._empty[cid.to_bytes()] = height
+        return claimed, height
