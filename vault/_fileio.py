@@ -91,6 +91,35 @@ def write_direct(fd: int, data: bytes | bytearray | memoryview) -> None:
         write_all(fd, data)
 
 
+def _libc_renameat2() -> Any:
+    try:
+        call = ctypes.CDLL(None, use_errno=True).renameat2  # glibc >= 2.28
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return call
+
+
+_RENAMEAT2 = _libc_renameat2()
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+
+
+def rename_noreplace(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst` in one step unless `dst` exists (FileExistsError; also for a
+    dangling symbolic link): renameat2(2) with RENAME_NOREPLACE (Linux >= 3.15; os.rename
+    has no such flag). False where that is not available (no renameat2, or a filesystem
+    that refuses the flag): the caller then needs another way."""
+    if _RENAMEAT2 is None:
+        return False
+    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(dst))  # EEXIST: FileExistsError
+
+
 def _libc_syncfs() -> Any:
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs

@@ -21,7 +21,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from vault._fileio import fsync_dir
+from vault._fileio import fsync_dir, rename_noreplace
 from vault.errors import InputValidationError
 
 _ATTEMPTS = 8
@@ -172,9 +172,13 @@ def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True) -> No
 
 
 def _link_new(tmp: Path, out: Path) -> None:
-    """tmp's file at `out` as well, unless something is there (FileExistsError); then tmp
-    goes. A filesystem without hard links gets a check and a rename: a writer that makes
-    `out` in between is not seen."""
+    """tmp's file at `out` instead, unless something is there (FileExistsError): one
+    renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; else link(2), which
+    never replaces, and then tmp is unlinked (a crash in between leaves a second name that
+    the next claim of this temp name removes); on a filesystem without hard links, a check
+    and a rename (a writer that makes `out` in between is not seen)."""
+    if rename_noreplace(tmp, out):
+        return
     try:
         os.link(tmp, out, follow_symlinks=False)
     except OSError as exc:
@@ -184,7 +188,7 @@ def _link_new(tmp: Path, out: Path) -> None:
             raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(out)) from None
         os.rename(tmp, out)
         return
-    with contextlib.suppress(OSError):  # a leftover is removed by the next claim of this name
+    with contextlib.suppress(OSError):  # else removed by the next claim of this temp name
         tmp.unlink()
 
 

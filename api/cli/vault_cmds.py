@@ -236,19 +236,19 @@ def keygen(
     from vault._fileio import write_all
     from vault.tempfiles import atomic_output
 
-    refused = f"{path} already exists; refusing to overwrite an identity"
-    if os.path.lexists(path):
-        raise _fail(refused)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # written whole beside it, then linked into place (never over an existing file): a
-    # failed write (a full disk) or a kill leaves no empty or partial identity behind
+    # written whole beside it, then moved into place (never over an existing file): a
+    # failed write (a full disk) or a kill leaves no empty or partial identity behind, and
+    # claiming the temp name removes what a killed run left there
     try:
         with atomic_output(path, "keygen", 0o600, overwrite=False) as (fd, _tmp):
+            if os.path.lexists(path):
+                raise FileExistsError(path)
             os.fchmod(fd, 0o600)  # whatever the umask; on the descriptor, not a path that could be swapped
             write_all(fd, text.encode("ascii"))
             os.fsync(fd)
     except FileExistsError:
-        raise _fail(refused) from None
+        raise _fail(f"{path} already exists; refusing to overwrite an identity") from None
     if as_json:
         _echo_json({"recipient": str(identity.recipient), "path": str(path)})
     else:

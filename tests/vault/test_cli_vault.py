@@ -235,6 +235,19 @@ def test_keygen_is_0600_whatever_the_umask_and_refuses_a_dangling_link(tmp_path,
     assert link.is_symlink() and not (tmp_path / "elsewhere").exists()
 
 
+def test_keygen_removes_the_second_name_a_killed_run_left_beside_the_key(tmp_path, home, run) -> None:
+    from vault.tempfiles import temp_path
+
+    path = tmp_path / "me.key"
+    assert run("keygen", "-o", str(path)).exit_code == 0
+    leftover = temp_path(path, "keygen")
+    os.link(path, leftover)  # killed between link(2) and unlink(2) (no RENAME_NOREPLACE)
+    refused = run("keygen", "-o", str(path))
+    assert refused.exit_code == 1 and "refusing to overwrite" in refused.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["me.key"]  # the secret has one name again
+    assert path.stat().st_nlink == 1
+
+
 def test_keygen_defaults_to_the_home_directory_and_json(home, run) -> None:
     result = run("keygen", "--json")
     doc = json.loads(result.stdout)

@@ -150,10 +150,12 @@ def test_a_filesystem_without_hard_links_still_gets_a_claimed_temp_file(tmp_path
     assert out.read_bytes() == b"new" and sorted(p.name for p in tmp_path.iterdir()) == ["out.bin"]
 
 
-@pytest.mark.parametrize("links", [True, False])
+@pytest.mark.parametrize("how", ["renameat2", "link", "no-links"])
 def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool) -> None:
-    if not links:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
+    if how != "renameat2":  # a kernel or filesystem without RENAME_NOREPLACE
+        monkeypatch.setattr(tempfiles, "rename_noreplace", lambda src, dst: False)
+    if how == "no-links":
         def no_links(src, dst, **kwargs) -> None:  # noqa: ANN001, ANN003
             raise OSError(1, "Operation not permitted")
 
@@ -161,7 +163,7 @@ def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
     out = tmp_path / "identity.key"
     with atomic_output(out, "keygen", overwrite=False) as (fd, _tmp):
         os.write(fd, b"first")
-    assert out.read_bytes() == b"first"
+    assert out.read_bytes() == b"first" and out.stat().st_nlink == 1
     with pytest.raises(FileExistsError):
         with atomic_output(out, "keygen", overwrite=False) as (fd, _tmp):
             os.write(fd, b"second")
