@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from vault import _accel
-from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, ChunkOpener, iter_runs
+from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, ChunkOpener, byte_view, iter_runs
 from vault._output import _Output
 from vault._mfbase import FormatError
 from vault._mfdagpb import link_cids
@@ -275,7 +275,7 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
 def _plaintext_reader(src: BinaryIO | Path | Iterable[bytes] | bytes, stack: contextlib.ExitStack) -> Any:
     """Something read_full() can fill buffers from (a path is opened on `stack`)."""
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return io.BytesIO(src)
+        return io.BytesIO(byte_view(src, "plaintext"))
     if isinstance(src, (str, os.PathLike)):
         return stack.enter_context(open(src, "rb", buffering=0))
     if isinstance(src, io.TextIOBase):
@@ -297,9 +297,7 @@ class _PieceReader:
             piece = next(self._pieces, None)
             if piece is None:
                 return 0
-            if not isinstance(piece, (bytes, bytearray, memoryview)):
-                raise InputValidationError(f"plaintext pieces must be bytes, got {type(piece).__name__}")
-            self._current = memoryview(piece).cast("B")
+            self._current = byte_view(piece)
         n = min(len(buffer), len(self._current))
         buffer[:n] = self._current[:n]
         self._current = self._current[n:]

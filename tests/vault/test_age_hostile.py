@@ -65,3 +65,47 @@ def test_no_identity_match_names_a_few_stanzas_and_counts_the_rest() -> None:
     assert len(reasons) == 17 and reasons[-1] == "184 more stanzas"
     assert reasons[0] == "stanza 0 (" + "x" * 32 + "...): unsupported type"
     assert len(str(caught.value)) < 2000
+
+
+class _ViewSource:
+    """A source whose read() and readline() answer memoryview slices."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data, self._pos = data, 0
+
+    def read(self, n: int = -1) -> memoryview:
+        end = len(self._data) if n is None or n < 0 else self._pos + n
+        view = memoryview(self._data)[self._pos:end]
+        self._pos += len(view)
+        return view
+
+    def readline(self, limit: int = -1) -> memoryview:
+        end = self._data.find(b"\n", self._pos)
+        end = len(self._data) if end < 0 else end + 1
+        if limit >= 0:
+            end = min(end, self._pos + limit)
+        return self.read(end - self._pos)
+
+
+@pytest.mark.parametrize("armor", [None, True, False])
+def test_a_source_answering_memoryview_is_read_like_any_other(armor: bool | None) -> None:
+    identity = X25519Identity.generate()
+    data = os.urandom(100_000)
+    sealed = b"".join(encrypt([data], [identity.recipient], armor=bool(armor)))
+    assert b"".join(decrypt(_ViewSource(sealed), [identity], armor=armor)) == data  # type: ignore[arg-type]
+
+
+def test_strided_buffers_are_taken_by_armor_and_by_seal(tmp_path) -> None:
+    from vault.age import armor, dearmor
+    from vault.blockstore import MemoryBlockstore
+    from vault.vault import Vault
+
+    data = os.urandom(150_000)
+    assert dearmor(io.BytesIO(b"".join(armor([memoryview(data)[::2]])))).read() == data[::2]
+    owner = X25519Identity.generate()
+    vault = Vault(MemoryBlockstore(), owner)
+    for src in (memoryview(data)[::2], [memoryview(data)[::2], memoryview(data)[1::3]]):
+        sealed = vault.seal(src)
+        out = tmp_path / f"out{sealed.size}"
+        vault.open(sealed.cid, None, owner, out, commitment=sealed.commitment)
+        assert out.read_bytes() == (data[::2] if isinstance(src, memoryview) else data[::2] + data[1::3])

@@ -33,6 +33,7 @@ from typing import BinaryIO
 from ..errors import HeaderError
 from . import _format
 from ._format import INTRO, _readline_fallback, require_bytes
+from ._stream import byte_view
 
 BEGIN = b"-----BEGIN AGE ENCRYPTED FILE-----"
 END = b"-----END AGE ENCRYPTED FILE-----"
@@ -66,7 +67,7 @@ def armor(binary: Iterable[bytes | bytearray | memoryview]) -> Iterator[bytes]:
     yield BEGIN + b"\n"
     pending = bytearray()
     for piece in binary:
-        pending += piece
+        pending += byte_view(piece, "armor input pieces")
         if len(pending) >= _ENCODE_BLOCK:
             whole = len(pending) - len(pending) % BYTES_PER_LINE
             yield _lines(memoryview(pending)[:whole])
@@ -313,7 +314,7 @@ class _Prepended:
             self._head = head[size:]
             return head[:size]
         rest = self._src.read(-1 if size is None or size < 0 else size - len(head))
-        return head + (rest or b"")
+        return head + bytes(rest or b"")
 
     def readline(self, limit: int = -1) -> bytes:
         inner = getattr(self._src, "readline", None) or _readline_fallback(self._src)
@@ -333,19 +334,23 @@ def sniff(src: BinaryIO) -> tuple[bool, BinaryIO]:
     anything (the returned stream starts where `src` did). A binary age file starts with
     "a" (its intro line); anything else is treated as armor, so a file that is neither
     fails as an ArmorError saying the BEGIN line is missing (still a HeaderError)."""
-    source = src
     peek = getattr(src, "peek", None)
     if peek is not None:
-        head = peek(1)[:1]
+        head = _first(peek(1), src)
     elif getattr(src, "seekable", lambda: False)():
         at = src.tell()
-        head = src.read(1)
+        head = _first(src.read(1), src)
         src.seek(at)
     else:
-        head = src.read(1)
+        head = _first(src.read(1), src)
         if head:
             src = _Prepended(head, src)
-    if head is not None:
-        require_bytes(head, source)
     return bool(head) and head != INTRO[:1], src
+
+
+def _first(data: object, src: BinaryIO) -> bytes:
+    if data is None:  # a non-blocking source with nothing yet: read_header says so
+        return b""
+    require_bytes(data, src)
+    return bytes(data[:1])  # type: ignore[index] bool(head) and head != INTRO[:1], src
 

@@ -171,6 +171,9 @@ def parse(data: bytes) -> Header:
 
 def require_bytes(data: object, source: object) -> None:
     """A text-mode source (str from read()) is the caller's mistake, said as such."""
+    if data is None:
+        raise InputValidationError(f"{type(source).__name__}.read() returned None: a non-blocking stream "
+                                   "with no data yet (decrypt reads blocking streams)")
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputValidationError(f"{type(source).__name__}.read() returned {type(data).__name__}, not bytes "
                                    "(open the file in binary mode, 'rb')")
@@ -201,6 +204,7 @@ def read_header(src: BinaryIO) -> bytes:
     readline = getattr(src, "readline", None) or _readline_fallback(src)
     first = readline(len(INTRO))
     require_bytes(first, src)
+    first = bytes(first)  # a source may answer memoryview or bytearray
     if first != INTRO:
         raise HeaderError("not an age v1 file (bad intro line)")
     out = bytearray(first)
@@ -208,7 +212,7 @@ def read_header(src: BinaryIO) -> bytes:
         budget = MAX_HEADER_SIZE - len(out)
         if budget <= 0:
             raise HeaderError(f"header larger than {MAX_HEADER_SIZE} bytes")
-        line = readline(budget)
+        line = bytes(readline(budget))
         out += line
         if not line.endswith(b"\n"):
             if len(out) >= MAX_HEADER_SIZE:

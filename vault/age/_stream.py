@@ -53,6 +53,20 @@ def _chunk_nonce(counter: int, last: bool) -> bytes:
     return ((counter << 8) | last).to_bytes(12, "big")
 
 
+def byte_view(piece: object, what: str = "plaintext pieces") -> memoryview:
+    """`piece` (bytes, bytearray or a memoryview of any shape) as a flat view of its bytes;
+    a strided view (a slice with a step) is copied, since cast() refuses it. Anything else
+    is an InputValidationError."""
+    if not isinstance(piece, (bytes, bytearray, memoryview)):
+        raise InputValidationError(f"{what} must be bytes, got {type(piece).__name__}")
+    view = memoryview(piece)
+    if not view.c_contiguous:
+        view = memoryview(view.tobytes())
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    return view
+
+
 def seal(file_key: bytes, plaintext: Iterable[bytes], nonce: bytes | None = None) -> Iterator[bytes]:
     """Yield the payload: the nonce, then one ciphertext chunk at a time. Input pieces may
     have any size; at most one chunk (plus the current input piece) is held."""
@@ -63,13 +77,7 @@ def seal(file_key: bytes, plaintext: Iterable[bytes], nonce: bytes | None = None
     pending = bytearray()  # < 1 chunk, or exactly 1 chunk not yet known to be non-final
     counter = 0
     for piece in plaintext:
-        if not isinstance(piece, (bytes, bytearray, memoryview)):
-            raise InputValidationError(f"plaintext pieces must be bytes, got {type(piece).__name__}")
-        view = memoryview(piece)
-        if not view.c_contiguous:  # strided (a slice with a step): cast() refuses it, so copy it
-            view = memoryview(view.tobytes())
-        if view.ndim != 1 or view.itemsize != 1:
-            view = view.cast("B")
+        view = byte_view(piece)
         if pending:
             take = CHUNK_SIZE - len(pending)
             pending += view[:take]

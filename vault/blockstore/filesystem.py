@@ -328,7 +328,7 @@ class FilesystemBlockstore(_Pinning):
         """Defer the fsyncs of the puts inside the block; every block put inside it is
         durable once it exits. Default: all fsyncs at the end. With sync_method "syncfs"
         (or "auto" on a quiet machine) the batch ends with one syncfs instead and no put
-        inside it fsyncs. The batch is this context's (see the module docstring): puts from
+        inside it fsyncs. The batch is this context's (see vault/blockstore/__init__.py): puts from
         other threads are not deferred into it. A batch entered inside another of the same
         context joins it (its options are the outer one's).
         background=True: each block file and then its shard directory are fsynced by
