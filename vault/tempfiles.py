@@ -58,7 +58,10 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
     The file is made and locked under a private name first and only then linked to the
     shared one: a file at the shared name is always locked by a live writer or left by a
     dead one, never new and not yet locked (which a second claimant would take for a
-    crashed run's and remove)."""
+    crashed run's and remove). A file at the shared name that another user owns is passed
+    by (in a shared, sticky directory anyone can make it, and hold its lock, to stop
+    every write to `out`): the private file is the temp file then, and a second writer
+    of our own to that output is not refused."""
     tmp = temp_path(out, purpose)
     for _ in range(_ATTEMPTS):
         private = tmp.with_name(f"{tmp.name[: -len('.part')]}.{secrets.token_hex(6)}.new")
@@ -70,7 +73,8 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
                 os.link(private, tmp)
                 linked = True
             except FileExistsError:
-                pass
+                if _foreign(tmp):
+                    return fd, private  # the shared name is squatted: this private one, unguarded
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
                     raise
@@ -89,12 +93,22 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
     raise InputValidationError(f"could not claim {tmp}: it keeps being replaced")
 
 
+def _foreign(path: Path) -> bool:
+    """Whether the file at `path` belongs to another user."""
+    try:
+        return os.lstat(path).st_uid != os.geteuid()
+    except FileNotFoundError:
+        return False
+
+
 def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: str) -> tuple[int, Path]:
     """A filesystem without hard links (vfat, some FUSE): the private file becomes the temp
     file by rename, which cannot refuse an existing name, so a leftover is removed first and
     two writers to one output racing in that instant are not told apart. A failure is
     cleaned up by claim_temp (fd closed, the private file removed)."""
     if os.path.lexists(tmp):
+        if _foreign(tmp):
+            return fd, private  # squatted (see claim_temp)
         _remove_leftover(tmp, out, purpose)
     os.replace(private, tmp)
     return fd, tmp

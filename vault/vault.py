@@ -232,6 +232,8 @@ class Vault:
             raise InputValidationError(f"output directory {out.parent} does not exist")
         if out.is_dir():
             raise InputValidationError(f"output path {out} is a directory")
+        if isinstance(self.store, FilesystemBlockstore) and self.store.owns(out):
+            raise InputValidationError(f"output path {out} is inside the block store at {self.store.root}")
 
         prefetch = None
         if get_block is None and isinstance(self.store, FilesystemBlockstore):

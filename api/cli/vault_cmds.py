@@ -416,6 +416,10 @@ def car_export(
 
     root = _cid(cid)
     output = output.expanduser()
+    from vault.blockstore import FilesystemBlockstore
+
+    if FilesystemBlockstore.owned_by(_home(home), output):
+        raise _fail(f"{output} is inside the node's block store: write the CAR elsewhere")
     # one short temp name per output, locked while written (vault/tempfiles.py): a second
     # export to the same path is refused, and what a crashed one left is removed
     blocks = None

@@ -177,6 +177,18 @@ def test_car_import_onto_a_full_disk_says_what_it_left_for_gc(tmp_path, home, ru
     assert list(FilesystemBlockstore(other).iter_cids()) == []
 
 
+def test_car_export_refuses_a_path_inside_the_block_store(tmp_path, home, run) -> None:
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"twin" * 1000)
+    cid = run("ipfs", "add", str(src)).stdout.strip()
+    store = FilesystemBlockstore(home)
+    block = store._path(CID.decode(cid))
+    before = block.read_bytes()
+    result = run("car", "export", cid, "-o", str(block))
+    assert result.exit_code == 1 and "inside the node's block store" in result.stderr
+    assert block.read_bytes() == before
+
+
 def test_car_export_of_a_missing_root_leaves_no_file(tmp_path, home, run) -> None:
     out = tmp_path / "x.car"
     result = run("car", "export", HELLO_V1, "-o", str(out))

@@ -174,3 +174,28 @@ def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
         with atomic_output(tmp_path / "dangling", "keygen", overwrite=False) as (fd, _tmp):
             os.write(fd, b"third")
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
+@pytest.mark.parametrize("links", [True, False])
+def test_another_users_file_at_the_temp_name_does_not_stop_the_write(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool) -> None:
+    import fcntl
+
+    if not links:
+        monkeypatch.setattr(tempfiles.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(1, "no links")))
+    out = tmp_path / "report.csv"
+    squat = temp_path(out, "open")
+    squat.write_bytes(b"")
+    os.chown(squat, 65534, 65534)  # nobody's, in a shared directory
+    held = os.open(squat, os.O_RDONLY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)  # and held
+        with atomic_output(out, "open") as (fd, tmp):
+            assert tmp != squat
+            os.write(fd, b"ours")
+            os.fsync(fd)
+    finally:
+        os.close(held)
+    assert out.read_bytes() == b"ours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name])  # theirs left alone

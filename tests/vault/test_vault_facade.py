@@ -406,3 +406,16 @@ def test_constructor_validates(owner) -> None:
         Vault(MemoryBlockstore(), "AGE-SECRET-KEY-1...")  # type: ignore[arg-type]
     with pytest.raises(InputValidationError, match="X25519Recipient"):
         Vault(MemoryBlockstore(), owner).rewrap_for("bafkqaaa", "age1...")  # type: ignore[arg-type]
+
+
+def test_open_refuses_an_output_inside_the_block_store(store, owner, tmp_path) -> None:
+    vault = Vault(store, owner)
+    sealed = vault.seal(b"twin model" * 1000)
+    block = store._path(CID.decode(sealed.cid))
+    (tmp_path / "link").symlink_to(block.parent)
+    for out in (block, block.parent / "new", tmp_path / "link" / block.name, store.root / "pins" / "x"):
+        with pytest.raises(InputValidationError, match="inside the block store"):
+            vault.open(sealed.cid, None, owner, out, commitment=sealed.commitment)
+    assert store.get(CID.decode(sealed.cid))  # still whole
+    out = store.root / "beside-the-store.bin"  # the store's own directory, outside blocks/ and pins/
+    assert vault.open(sealed.cid, None, owner, out, commitment=sealed.commitment) == 10_000

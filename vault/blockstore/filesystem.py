@@ -81,6 +81,19 @@ class FilesystemBlockstore(_Pinning):
         except OSError:
             return
 
+    def owns(self, path: Path | str) -> bool:
+        """Whether `path` (resolved: symbolic links and `..` followed) lies in the store's
+        blocks or pins, where nothing but the store may write: an output written there
+        would replace a block or a pin."""
+        return self.owned_by(self.root, path)
+
+    @staticmethod
+    def owned_by(root: Path | str, path: Path | str) -> bool:
+        """owns() for the store at `root`, without opening it (which makes its directories)."""
+        where = Path(path).resolve()
+        return any(where == mine or mine in where.parents
+                   for mine in (Path(root, "blocks").resolve(), Path(root, "pins").resolve()))
+
     def _path(self, cid: CID) -> Path:
         key = b32_key(cid.multihash)
         return self._blocks / key[-3:-1] / f"{key}.data"
