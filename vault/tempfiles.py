@@ -8,6 +8,12 @@ A second writer to the same output is refused at once instead of writing into th
 one's file; what a crashed run left at that name (whoever made it, whatever its mode)
 is removed by the next run, under the lock, instead of staying forever, one file per
 crash, as with tempfile.mkstemp's random names (for open: plaintext).
+
+Where the filesystem has O_TMPFILE (Linux: ext4, xfs, btrfs, tmpfs), atomic_output's bytes
+go to a file with no name at all, which vanishes with the process if it dies: the locked
+temp name then stays empty and only guards the output, and the written file gets a name
+only once it is whole (linked through /proc/self/fd, then renamed over the output). So a
+killed or crashed open leaves no plaintext behind, not even until the next run.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ from vault._fileio import fsync_dir, rename_noreplace
 from vault.errors import InputValidationError
 
 _ATTEMPTS = 8
+_PROC_FD = Path("/proc/self/fd")  # how an O_TMPFILE file gets a name without privileges
 
 
 def temp_path(out: Path, purpose: str) -> Path:
@@ -35,18 +42,41 @@ def temp_path(out: Path, purpose: str) -> Path:
 @contextlib.contextmanager
 def atomic_output(out: Path, purpose: str, mode: int = 0o600, *,
                   overwrite: bool = True) -> Iterator[tuple[int, Path]]:
-    """(fd, tmp): an empty temp file for `out`, open for writing and locked. The body
-    writes and fsyncs it; on success it is renamed over `out` and the directory fsynced
-    (install_temp), on any failure removed; fd is closed either way. overwrite=False: an
-    existing `out` is left as it is and FileExistsError raised (see install_temp)."""
+    """(fd, tmp): an empty file for `out`'s bytes, open for writing, and the locked temp
+    name `tmp` that guards `out`. The body writes and fsyncs fd; on success the file is
+    renamed over `out` and the directory fsynced (install_temp), on any failure removed;
+    fd is closed either way. fd is an unnamed file where the filesystem allows it (see
+    the module docstring), else the file at `tmp` itself. overwrite=False: an existing
+    `out` is left as it is and FileExistsError raised (see install_temp)."""
     fd, tmp = claim_temp(out, purpose, mode)
+    data = None
     try:
-        yield fd, tmp
-        install_temp(fd, tmp, out, overwrite=overwrite)
+        data = _unnamed(out.parent, mode)
+        yield (fd if data is None else data), tmp
+        install_temp(fd, tmp, out, overwrite=overwrite, data=data)
     except BaseException:
+        if data is not None:
+            os.close(data)
         discard_temp(fd, tmp)
         raise
+    if data is not None:
+        os.close(data)
     os.close(fd)
+
+
+def _unnamed(directory: Path, mode: int) -> int | None:
+    """A new, empty file in `directory` with no name (O_TMPFILE), or None where the
+    platform, the kernel or the filesystem has none, or where /proc is not mounted."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not _PROC_FD.is_dir():
+        return None
+    try:
+        return os.open(directory, flag | os.O_RDWR | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        # EOPNOTSUPP: this filesystem has none; EISDIR: a kernel that predates O_TMPFILE
+        if exc.errno in (errno.EOPNOTSUPP, errno.ENOTSUP, errno.EISDIR, errno.EINVAL):
+            return None
+        raise
 
 
 def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
@@ -159,30 +189,54 @@ def _under_way(out: Path, purpose: str, tmp: Path) -> InputValidationError:
     return InputValidationError(f"another {purpose} to {out} is under way (it holds {tmp})")
 
 
-def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True) -> None:
+def _name(data: int, path: Path) -> None:
+    """Give the unnamed file `data` the name `path`: linkat(2) of its /proc/self/fd entry
+    with AT_SYMLINK_FOLLOW (os.link takes that flag only with a dir_fd)."""
+    proc = os.open(_PROC_FD, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(str(data), path.absolute(), src_dir_fd=proc, follow_symlinks=True)
+    finally:
+        os.close(proc)
+
+
+def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True, data: int | None = None) -> None:
     """Rename the written (and fsynced) temp file over `out`, then fsync the directory so
     that the new entry is durable too. If that fsync fails, `out` is removed again (only
     if it is still this file), so that a failure leaves nothing at `out`; what it
     replaced is gone either way. fd stays open. overwrite=False: `out` gets the file
     only if nothing is there (link(2), which never replaces: FileExistsError otherwise,
-    also for a dangling symbolic link)."""
+    also for a dangling symbolic link). `data`: the unnamed file that holds the bytes
+    (atomic_output), named beside `tmp` and installed instead of it; then the temp name,
+    which only guarded `out`, is removed once `out` is in place."""
     try:
         ours = os.path.samestat(os.fstat(fd), os.lstat(tmp))
     except FileNotFoundError:
         ours = False
     if not ours:  # removed or replaced by someone else: do not install what is there now
         raise InputValidationError(f"{tmp} is no longer the file written for {out}: nothing was installed")
-    if overwrite:
-        os.replace(tmp, out)
-    else:
-        _link_new(tmp, out)
+    src, written = tmp, fd
+    if data is not None:
+        src, written = tmp.with_name(f"{tmp.name[: -len('.part')]}.{secrets.token_hex(6)}.new"), data
+        _name(data, src)
+    try:
+        if overwrite:
+            os.replace(src, out)
+        else:
+            _link_new(src, out)
+    except BaseException:
+        if src != tmp:
+            with contextlib.suppress(OSError):
+                src.unlink()
+        raise
     try:
         fsync_dir(out.parent)
     except OSError:
         with contextlib.suppress(OSError):
-            if os.path.samestat(os.fstat(fd), os.lstat(out)):
+            if os.path.samestat(os.fstat(written), os.lstat(out)):
                 out.unlink()
         raise
+    if src != tmp:
+        discard_temp(os.dup(fd), tmp)  # the guard's name goes; fd (its lock) is closed by the caller
 
 
 def _link_new(tmp: Path, out: Path) -> None:

@@ -423,7 +423,7 @@ def car_export(
     # one short temp name per output, locked while written (vault/tempfiles.py): a second
     # export to the same path is refused, and what a crashed one left is removed
     blocks = None
-    with atomic_output(output, "car-export", 0o666) as (fd, tmp), open(fd, "wb", closefd=False) as fh:
+    with atomic_output(output, "car-export", 0o666) as (fd, _tmp), open(fd, "wb", closefd=False) as fh:
         if kubo:
             with _kubo(kubo) as client, _progress(None, "exporting") as advance:
                 for piece in client.dag_export(root):
@@ -431,7 +431,7 @@ def car_export(
                     if advance is not None:
                         advance(len(piece))
             fh.flush()
-            blocks = _check_car(tmp, root)  # Kubo reports a failure mid-stream only in a trailer
+            blocks = _check_car(fd, root)  # Kubo reports a failure mid-stream only in a trailer
         else:
             store = _store(home)
             total = dag_stat(root, store.get).dag_size if _interactive() else None
@@ -445,13 +445,15 @@ def car_export(
         _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
 
 
-def _check_car(path: Path, root: CID) -> int:
-    """How many blocks the CAR at `path` holds, once it is known to be the whole DAG under
-    `root`: every block hashed against its CID, each linked from an earlier one, none
-    missing (vault.car.require_root, linked_only); else IntegrityError / InvalidCARError."""
+def _check_car(fd: int, root: CID) -> int:
+    """How many blocks the CAR written to `fd` holds, once it is known to be the whole DAG
+    under `root`: every block hashed against its CID, each linked from an earlier one, none
+    missing (vault.car.require_root, linked_only); else IntegrityError / InvalidCARError.
+    Read through a descriptor of its own (the file may have no name yet)."""
     from vault.car import linked_only, read_car, require_root
 
-    with open(path, "rb") as fh:
+    with open(os.dup(fd), "rb") as fh:
+        fh.seek(0)
         roots, blocks = read_car(fh)
         require_root(roots, root)
         return sum(1 for _ in linked_only(root, blocks))

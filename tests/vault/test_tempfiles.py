@@ -21,7 +21,7 @@ def test_a_second_writer_to_the_same_output_is_refused_until_the_first_is_done(t
         os.write(fd, b"first")
         with pytest.raises(InputValidationError, match=f"another open to {out} is under way"):
             claim_temp(out, "open")
-        assert tmp.read_bytes() == b"first"  # the refused one did not touch it
+        assert os.pread(fd, 100, 0) == b"first"  # the refused one did not touch it
         with atomic_output(tmp_path / "other.bin", "open") as (_, other):  # another output: its own name
             assert other != tmp
         os.fsync(fd)
@@ -137,12 +137,13 @@ def test_two_processes_racing_for_one_output_never_write_into_each_others_file(t
 
 
 def test_a_filesystem_without_hard_links_still_gets_a_claimed_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def no_links(src, dst) -> None:  # noqa: ANN001 (vfat, some FUSE filesystems)
+    def no_links(src, dst, **kwargs) -> None:  # noqa: ANN001, ANN003 (vfat, some FUSE filesystems)
         raise OSError(1, "Operation not permitted")
 
     out = tmp_path / "out.bin"
     temp_path(out, "open").write_bytes(b"a crashed run's leftover")
     monkeypatch.setattr(tempfiles.os, "link", no_links)
+    monkeypatch.setattr(tempfiles, "_unnamed", lambda directory, mode: None)  # nor O_TMPFILE there
     with atomic_output(out, "open") as (fd, tmp):
         assert os.fstat(fd).st_size == 0
         os.write(fd, b"new")
@@ -160,6 +161,7 @@ def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
             raise OSError(1, "Operation not permitted")
 
         monkeypatch.setattr(tempfiles.os, "link", no_links)
+        monkeypatch.setattr(tempfiles, "_unnamed", lambda directory, mode: None)
     out = tmp_path / "identity.key"
     with atomic_output(out, "keygen", overwrite=False) as (fd, _tmp):
         os.write(fd, b"first")
@@ -184,6 +186,7 @@ def test_another_users_file_at_the_temp_name_does_not_stop_the_write(
 
     if not links:
         monkeypatch.setattr(tempfiles.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(1, "no links")))
+        monkeypatch.setattr(tempfiles, "_unnamed", lambda directory, mode: None)
     out = tmp_path / "report.csv"
     squat = temp_path(out, "open")
     squat.write_bytes(b"")
@@ -199,3 +202,33 @@ def test_another_users_file_at_the_temp_name_does_not_stop_the_write(
         os.close(held)
     assert out.read_bytes() == b"ours"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name])  # theirs left alone
+
+
+_KILLED = """
+import os, signal, sys
+from pathlib import Path
+from vault.tempfiles import atomic_output
+with atomic_output(Path(sys.argv[1]), "open") as (fd, tmp):
+    os.write(fd, b"plaintext of a twin model " * 40_000)
+    os.fsync(fd)
+    os.kill(os.getpid(), signal.SIGKILL)  # a crash before the commitment is checked
+"""
+
+
+def test_a_killed_writer_leaves_no_bytes_behind(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    probe = tempfiles._unnamed(tmp_path, 0o600)
+    if probe is None:
+        pytest.skip("no O_TMPFILE on this filesystem: the next claim removes the leftover instead")
+    os.close(probe)
+    out = tmp_path / "model.bin"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run([sys.executable, "-c", _KILLED, str(out)], env=env, capture_output=True)
+    assert run.returncode == -9, run.stderr
+    left = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert list(left) == [temp_path(out, "open").name] and left[temp_path(out, "open").name] == b""
+    with atomic_output(out, "open") as (fd, _):  # the empty guard is taken over as before
+        os.write(fd, b"next")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
