@@ -12,8 +12,10 @@ crash, as with tempfile.mkstemp's random names (for open: plaintext).
 Where the filesystem has O_TMPFILE (Linux: ext4, xfs, btrfs, tmpfs), atomic_output's bytes
 go to a file with no name at all, which vanishes with the process if it dies: the locked
 temp name then stays empty and only guards the output, and the written file gets a name
-only once it is whole (linked through /proc/self/fd, then renamed over the output). So a
-killed or crashed open leaves no plaintext behind, not even until the next run.
+only once it is whole (linked through /proc/self/fd to `<guard>.ready`, then renamed over
+the output). So a killed or crashed open leaves no plaintext behind, but for a kill in the
+microseconds between that link and the rename, whose `.ready` file the next claim of the
+guard removes (under its lock), as it removes a crashed run's guard.
 """
 from __future__ import annotations
 
@@ -48,10 +50,14 @@ def atomic_output(out: Path, purpose: str, mode: int = 0o600, *,
     fd is closed either way. fd is an unnamed file where the filesystem allows it (see
     the module docstring), else the file at `tmp` itself. overwrite=False: an existing
     `out` is left as it is and FileExistsError raised (see install_temp)."""
-    fd, tmp = claim_temp(out, purpose, mode)
-    data = None
+    data = _unnamed(out.parent, mode)
     try:
-        data = _unnamed(out.parent, mode)
+        fd, tmp = claim_temp(out, purpose, mode, pass_foreign=data is not None)
+    except BaseException:
+        if data is not None:
+            os.close(data)
+        raise
+    try:
         yield (fd if data is None else data), tmp
         install_temp(fd, tmp, out, overwrite=overwrite, data=data)
     except BaseException:
@@ -79,7 +85,7 @@ def _unnamed(directory: Path, mode: int) -> int | None:
         raise
 
 
-def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
+def claim_temp(out: Path, purpose: str, mode: int = 0o600, *, pass_foreign: bool = False) -> tuple[int, Path]:
     """A fresh, empty temp file for `out`, open for writing and locked: (fd, path). The
     caller renames it over `out` (or discards it), then closes fd, which releases the
     lock. InputValidationError if another writer holds it (the same output, under way),
@@ -88,10 +94,15 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
     The file is made and locked under a private name first and only then linked to the
     shared one: a file at the shared name is always locked by a live writer or left by a
     dead one, never new and not yet locked (which a second claimant would take for a
-    crashed run's and remove). A file at the shared name that another user owns is passed
-    by (in a shared, sticky directory anyone can make it, and hold its lock, to stop
-    every write to `out`): the private file is the temp file then, and a second writer
-    of our own to that output is not refused."""
+    crashed run's and remove). What a crashed run left at `<name>.ready` (see the module
+    docstring) is removed once the name is ours.
+
+    A file at the shared name that another user owns (in a shared, sticky directory
+    anyone can make it, and hold its lock, to stop every write to `out`) is refused,
+    naming its owner, unless `pass_foreign` (atomic_output, when the bytes go to an unnamed
+    file, so that nothing of them can be left under a name no one reclaims): then the
+    private file is the guard, and a second writer of our own to that output is not
+    refused."""
     tmp = temp_path(out, purpose)
     for _ in range(_ATTEMPTS):
         private = tmp.with_name(f"{tmp.name[: -len('.part')]}.{secrets.token_hex(6)}.new")
@@ -103,12 +114,12 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
                 os.link(private, tmp)
                 linked = True
             except FileExistsError:
-                if _foreign(tmp):
+                if _foreign(tmp, out, purpose, pass_foreign):
                     return fd, private  # the shared name is squatted: this private one, unguarded
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
                     raise
-                return _claim_without_links(fd, private, tmp, out, purpose)
+                return _claim_without_links(fd, private, tmp, out, purpose, pass_foreign)
         except BaseException:
             os.close(fd)
             with contextlib.suppress(OSError):
@@ -117,30 +128,47 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600) -> tuple[int, Path]:
         with contextlib.suppress(OSError):
             private.unlink()
         if linked:
+            with contextlib.suppress(OSError):  # a crashed run's named bytes: ours to remove now
+                _ready(tmp).unlink()
             return fd, tmp
         os.close(fd)
         _remove_leftover(tmp, out, purpose)
     raise InputValidationError(f"could not claim {tmp}: it keeps being replaced")
 
 
-def _foreign(path: Path) -> bool:
-    """Whether the file at `path` belongs to another user."""
+def _foreign(tmp: Path, out: Path, purpose: str, passable: bool) -> bool:
+    """Whether the file at the guard name `tmp` belongs to another user, who could hold it
+    forever: True if that may be passed by, else InputValidationError."""
     try:
-        return os.lstat(path).st_uid != os.geteuid()
+        owner = os.lstat(tmp).st_uid
     except FileNotFoundError:
         return False
+    if owner == os.geteuid():
+        return False
+    if passable:
+        return True
+    raise InputValidationError(f"{tmp}, the temp name of a {purpose} to {out}, belongs to another user "
+                               f"(uid {owner}): remove it, or write {out.name} to a directory of your own")
 
 
-def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: str) -> tuple[int, Path]:
+def _ready(tmp: Path) -> Path:
+    """The name the unnamed file's bytes get, beside the guard `tmp`, before the rename."""
+    return tmp.with_suffix(".ready")
+
+
+def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: str,
+                         pass_foreign: bool) -> tuple[int, Path]:
     """A filesystem without hard links (vfat, some FUSE): the private file becomes the temp
     file by rename, which cannot refuse an existing name, so a leftover is removed first and
     two writers to one output racing in that instant are not told apart. A failure is
     cleaned up by claim_temp (fd closed, the private file removed)."""
     if os.path.lexists(tmp):
-        if _foreign(tmp):
+        if _foreign(tmp, out, purpose, pass_foreign):
             return fd, private  # squatted (see claim_temp)
         _remove_leftover(tmp, out, purpose)
     os.replace(private, tmp)
+    with contextlib.suppress(OSError):
+        _ready(tmp).unlink()
     return fd, tmp
 
 
@@ -216,8 +244,11 @@ def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True, data:
         raise InputValidationError(f"{tmp} is no longer the file written for {out}: nothing was installed")
     src, written = tmp, fd
     if data is not None:
-        src, written = tmp.with_name(f"{tmp.name[: -len('.part')]}.{secrets.token_hex(6)}.new"), data
-        _name(data, src)
+        src, written = _ready(tmp), data
+        try:
+            _name(data, src)
+        except FileExistsError:  # made after this claim removed any leftover: not ours
+            raise InputValidationError(f"{src} appeared while {out} was written: nothing was installed") from None
     try:
         if overwrite:
             os.replace(src, out)
@@ -235,15 +266,17 @@ def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True, data:
             if os.path.samestat(os.fstat(written), os.lstat(out)):
                 out.unlink()
         raise
-    if src != tmp:
-        discard_temp(os.dup(fd), tmp)  # the guard's name goes; fd (its lock) is closed by the caller
+    if src != tmp:  # the guard's name goes (fd, its lock, is closed by the caller)
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.fstat(fd), os.lstat(tmp)):
+                tmp.unlink()
 
 
 def _link_new(tmp: Path, out: Path) -> None:
     """tmp's file at `out` instead, unless something is there (FileExistsError): one
     renameat2(RENAME_NOREPLACE) where the kernel and filesystem have it; else link(2), which
-    never replaces, and then tmp is unlinked (a crash in between leaves a second name that
-    the next claim of this temp name removes); on a filesystem without hard links, a check
+    never replaces, and then tmp is unlinked (a crash in between leaves a second name, at
+    the guard's name or its `.ready` one, which the next claim of the guard removes); on a filesystem without hard links, a check
     and a rename (a writer that makes `out` in between is not seen)."""
     if rename_noreplace(tmp, out):
         return

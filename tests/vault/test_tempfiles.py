@@ -179,12 +179,11 @@ def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
-@pytest.mark.parametrize("links", [True, False])
-def test_another_users_file_at_the_temp_name_does_not_stop_the_write(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, links: bool) -> None:
+@pytest.mark.parametrize("unnamed", [True, False])
+def test_another_users_file_at_the_temp_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, unnamed: bool) -> None:
     import fcntl
 
-    if not links:
+    if not unnamed:  # a filesystem without O_TMPFILE (and here without hard links either)
         monkeypatch.setattr(tempfiles.os, "link", lambda *a, **k: (_ for _ in ()).throw(OSError(1, "no links")))
         monkeypatch.setattr(tempfiles, "_unnamed", lambda directory, mode: None)
     out = tmp_path / "report.csv"
@@ -194,14 +193,19 @@ def test_another_users_file_at_the_temp_name_does_not_stop_the_write(
     held = os.open(squat, os.O_RDONLY)
     try:
         fcntl.flock(held, fcntl.LOCK_EX)  # and held
-        with atomic_output(out, "open") as (fd, tmp):
-            assert tmp != squat
-            os.write(fd, b"ours")
-            os.fsync(fd)
+        if unnamed:  # passed by: the bytes have no name until they are whole
+            with atomic_output(out, "open") as (fd, tmp):
+                assert tmp != squat
+                os.write(fd, b"ours")
+                os.fsync(fd)
+            assert out.read_bytes() == b"ours"
+        else:  # passing by would leave a killed run's bytes under a name no one reclaims
+            with pytest.raises(InputValidationError, match="belongs to another user \\(uid 65534\\)"):
+                with atomic_output(out, "open") as (fd, tmp):
+                    os.write(fd, b"ours")
     finally:
         os.close(held)
-    assert out.read_bytes() == b"ours"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name])  # theirs left alone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([squat.name] + ([out.name] if unnamed else []))
 
 
 _KILLED = """
@@ -230,5 +234,42 @@ def test_a_killed_writer_leaves_no_bytes_behind(tmp_path: Path) -> None:
     left = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
     assert list(left) == [temp_path(out, "open").name] and left[temp_path(out, "open").name] == b""
     with atomic_output(out, "open") as (fd, _):  # the empty guard is taken over as before
+        os.write(fd, b"next")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+_KILLED_AT_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from vault import tempfiles
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # named, not yet renamed over the output
+tempfiles.os.replace = killed
+tempfiles.rename_noreplace = killed
+with tempfiles.atomic_output(Path(sys.argv[1]), "open", overwrite=sys.argv[2] == "1") as (fd, tmp):
+    os.write(fd, b"the whole plaintext")
+    os.fsync(fd)
+"""
+
+
+@pytest.mark.parametrize("overwrite", [True, False])
+def test_what_a_kill_between_naming_and_renaming_left_is_removed_by_the_next_claim(
+        tmp_path: Path, overwrite: bool) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "model.bin"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run([sys.executable, "-c", _KILLED_AT_RENAME, str(out), "1" if overwrite else "0"],
+                         env=env, capture_output=True)
+    assert run.returncode == -9, run.stderr
+    left = sorted(p.name for p in tmp_path.iterdir())
+    probe = tempfiles._unnamed(tmp_path, 0o600)
+    if probe is None:
+        pytest.skip("no O_TMPFILE here: the bytes were at the guard's own name")
+    os.close(probe)
+    ready = temp_path(out, "open").with_suffix(".ready")
+    assert left == sorted([temp_path(out, "open").name, ready.name]) and ready.read_bytes() == b"the whole plaintext"
+    with atomic_output(out, "open") as (fd, _):
         os.write(fd, b"next")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]

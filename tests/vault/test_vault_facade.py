@@ -413,9 +413,29 @@ def test_open_refuses_an_output_inside_the_block_store(store, owner, tmp_path) -
     sealed = vault.seal(b"twin model" * 1000)
     block = store._path(CID.decode(sealed.cid))
     (tmp_path / "link").symlink_to(block.parent)
-    for out in (block, block.parent / "new", tmp_path / "link" / block.name, store.root / "pins" / "x"):
+    for out in (block, block.parent / "new", tmp_path / "link" / block.name, store.root / "pins" / "x",
+                store.root / "pins.json", store.root / "gc.lock"):
         with pytest.raises(InputValidationError, match="inside the block store"):
             vault.open(sealed.cid, None, owner, out, commitment=sealed.commitment)
     assert store.get(CID.decode(sealed.cid))  # still whole
     out = store.root / "beside-the-store.bin"  # the store's own directory, outside blocks/ and pins/
     assert vault.open(sealed.cid, None, owner, out, commitment=sealed.commitment) == 10_000
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a bind mount needs root")
+def test_open_refuses_the_block_store_seen_through_a_bind_mount(store, owner, tmp_path) -> None:
+    import subprocess
+
+    vault = Vault(store, owner)
+    sealed = vault.seal(b"twin model" * 1000)
+    block = store._path(CID.decode(sealed.cid))
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    if subprocess.run(["mount", "--bind", str(block.parent), str(alias)], capture_output=True).returncode:
+        pytest.skip("mount --bind is not allowed here")
+    try:
+        with pytest.raises(InputValidationError, match="inside the block store"):
+            vault.open(sealed.cid, None, owner, alias / block.name, commitment=sealed.commitment)
+    finally:
+        subprocess.run(["umount", str(alias)], check=True)
+    assert store.get(CID.decode(sealed.cid))

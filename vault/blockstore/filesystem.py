@@ -82,17 +82,33 @@ class FilesystemBlockstore(_Pinning):
             return
 
     def owns(self, path: Path | str) -> bool:
-        """Whether `path` (resolved: symbolic links and `..` followed) lies in the store's
-        blocks or pins, where nothing but the store may write: an output written there
-        would replace a block or a pin."""
+        """Whether writing a file at `path` would write into the store: in its blocks, a
+        shard or its pins (each directory above `path`, symbolic links and `..` resolved,
+        is compared with them by device and inode, so a bind mount or another name of them
+        counts too), or over its pins.json or gc.lock. An output written there would replace a
+        block or a pin, or stop every gc. The check is of the path as it is now: a
+        directory on the way swapped afterwards is not seen."""
         return self.owned_by(self.root, path)
 
     @staticmethod
     def owned_by(root: Path | str, path: Path | str) -> bool:
         """owns() for the store at `root`, without opening it (which makes its directories)."""
-        where = Path(path).resolve()
-        return any(where == mine or mine in where.parents
-                   for mine in (Path(root, "blocks").resolve(), Path(root, "pins").resolve()))
+        def identity(p: Path) -> tuple[int, int] | None:
+            try:
+                st = os.stat(p)
+            except OSError:
+                return None
+            return st.st_dev, st.st_ino
+
+        root, where = Path(root), Path(path)
+        parent = where.parent.resolve()
+        if identity(parent) == identity(root) and where.name in ("blocks", "pins", "pins.json", "gc.lock"):
+            return parent.exists()
+        mine = {identity(root / "blocks"), identity(root / "pins")}
+        with contextlib.suppress(OSError), os.scandir(root / "blocks") as shards:  # a shard bound elsewhere
+            mine.update((s.stat().st_dev, s.stat().st_ino) for s in shards if s.is_dir(follow_symlinks=False))
+        mine.discard(None)
+        return any(identity(d) in mine for d in (parent, *parent.parents))
 
     def _path(self, cid: CID) -> Path:
         key = b32_key(cid.multihash)
