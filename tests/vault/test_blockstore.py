@@ -844,12 +844,46 @@ def test_a_block_whose_sync_failed_is_written_again_by_its_next_put(
         else:
             with store.batch(background=mode == "background"):
                 store.put(cid, data)
-    assert not armed[0] and store.get(cid) == data  # there, and whole in the page cache
-    first = path.stat().st_ino
-    store.put(cid, data)  # the retry
+    assert not armed[0]
+    assert not store.has(cid)  # set aside: no put, in any process, takes it for present
+    aside = [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert len(aside) == 1 and aside[0].read_bytes() == data
+    other = FilesystemBlockstore(store.root, sync_method="fsync")  # the retry, as another process
+    other.put(cid, data)
     second = path.stat().st_ino
-    assert second != first  # written again, not taken for present
+    assert second != aside[0].stat().st_ino and store.get(cid) == data
     if mode in ("single", "deferred", "background"):  # (syncfs and the C put sync no fd here)
         assert second in synced
     store.put(cid, data)
-    assert path.stat().st_ino == second  # no longer a suspect: present blocks are kept again
+    assert path.stat().st_ino == second  # present blocks are kept again
+    monkeypatch.setattr(bs_filesystem, "STALE_TEMP", 0.0)
+    store.gc()
+    assert not aside[0].exists()  # gc sweeps what was set aside
+
+
+@pytest.mark.skipif(not bs_filesystem._NATIVE, reason="the native accelerator is not built")
+def test_a_native_put_whose_directory_fsync_failed_is_written_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    store = FilesystemBlockstore(tmp_path / "s", sync_method="fsync")
+    data = os.urandom(100_000)
+    cid = CID.from_sha256(data)
+    real = bs_filesystem._accel.write_block
+    armed = [True]
+
+    def renamed_then_failed(*args, **kwargs):  # noqa: ANN002, ANN003
+        refused = real(*args, **kwargs)
+        if armed[0]:
+            armed[0] = False
+            raise OSError(errno.EIO, os.strerror(errno.EIO))  # the shard's fsync, after the rename
+        return refused
+
+    monkeypatch.setattr(bs_filesystem._accel, "write_block", renamed_then_failed)
+    with pytest.raises(OSError, match="Input/output error"):
+        store.put(cid, data)
+    first = store._path(cid).stat().st_ino  # in place: the C call does not say where it failed
+    store.put(cid, data)
+    second = store._path(cid).stat().st_ino
+    assert second != first  # this store wrote it again
+    store.put(cid, data)
+    assert store._path(cid).stat().st_ino == second

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -36,21 +37,36 @@ def syncfs_pays(read_unflushed: Callable[[], int | None] = unflushed_bytes) -> b
 
 
 class Suspects:
-    """Block files whose fsync (or their directory's, or the batch's syncfs) failed. Linux
-    marks the dirty pages of a failed writeback clean, so the page cache can go on holding a
-    whole block that never reached the disk: a put or adopt would find it "present and
-    whole", and a second fsync would succeed without writing anything. A suspect block is
-    written again by its next put instead (a new file renamed over it: nothing is deleted,
-    so a concurrent writer's good copy is never lost), and then it is no longer suspect.
-    PostgreSQL stops on such an error; a content-addressed store can simply rewrite."""
+    """What a store does with a block file whose fsync (or its directory's, or the batch's
+    syncfs) failed. Linux marks the dirty pages of a failed writeback clean, so the page
+    cache can go on holding a whole block that never reached the disk: a put or adopt would
+    find it "present and whole", and a second fsync would succeed without writing anything
+    (PostgreSQL stops on such an error; a content-addressed store can simply rewrite). So
+    the file is moved aside, to a temp name that gc sweeps once it is STALE_TEMP old: the
+    block is then missing for every reader and every process, and its next put, anywhere,
+    writes it again. Given the descriptor the sync failed on, only that very file is moved
+    (a concurrent writer's copy that replaced it stays). A file that cannot be moved (EIO,
+    a read-only remount) is remembered by this store object instead, whose next put then
+    writes it again. PostgreSQL's "fsyncgate" is the background."""
 
     def __init__(self) -> None:
         self._paths: set[Path] = set()
         self._lock = threading.Lock()
 
-    def add(self, paths: list[Path]) -> None:
+    def failed(self, path: Path, fd: int | None = None) -> None:
+        try:
+            if fd is not None and not os.path.samestat(os.fstat(fd), os.lstat(path)):
+                return  # another writer's file is there now: not the one that failed
+            os.rename(path, path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp"))
+        except FileNotFoundError:
+            return
+        except OSError:
+            self.remember(path)
+
+    def remember(self, path: Path) -> None:
+        """`path` is written again by this store object's next put of it."""
         with self._lock:
-            self._paths.update(paths)
+            self._paths.add(path)
 
     def discard(self, path: Path) -> None:
         if self._paths:  # the common case: no lock, no work
@@ -124,7 +140,7 @@ class Flusher:
                     os.fsync(fd)
                     fsync_dir(path.parent)  # the rename into it came before: it is covered
             except BaseException as exc:  # re-raised by finish()
-                self._suspects.add([path])
+                self._suspects.failed(path, fd)
                 self._error = self._error or exc
             finally:
                 try:
@@ -150,7 +166,7 @@ class Flusher:
             os.fsync(fd)
             fsync_dir(path.parent)
         except BaseException:
-            self._suspects.add([path])
+            self._suspects.failed(path, fd)
             raise
         finally:
             os.close(fd)
@@ -213,7 +229,8 @@ class Flusher:
             try:
                 _fileio.syncfs(self.syncfs)
             except BaseException:
-                self._suspects.add(self._files)
+                for path in self._files:  # which of them the failure touched is not known
+                    self._suspects.failed(path)
                 raise
             return
         # per-file, also when "auto" chose syncfs but much else got dirty meanwhile (a long
@@ -222,16 +239,10 @@ class Flusher:
 
 
 def flush(files: list[Path], dirs: set[Path], suspects: Suspects) -> None:
-    """fsync each file, then each directory; if any fails, all `files` become suspects
-    (which of them the failure touched is not known) and the error is raised."""
-    try:
-        _flush(files, dirs)
-    except BaseException:
-        suspects.add(files)
-        raise
-
-
-def _flush(files: list[Path], dirs: set[Path]) -> None:
+    """fsync each file, then each directory, all of them; a file whose fsync failed, and
+    the files in a directory whose fsync failed, go to `suspects`; the first error is
+    raised at the end."""
+    error: BaseException | None = None
     for path in files:
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -239,7 +250,18 @@ def _flush(files: list[Path], dirs: set[Path]) -> None:
             continue  # deleted meanwhile
         try:
             os.fsync(fd)
+        except OSError as exc:
+            error = error or exc
+            suspects.failed(path, fd)
         finally:
             os.close(fd)
     for shard in dirs:
-        fsync_dir(shard)
+        try:
+            fsync_dir(shard)
+        except OSError as exc:
+            error = error or exc
+            for path in files:
+                if path.parent == shard:
+                    suspects.failed(path)
+    if error is not None:
+        raise error

@@ -57,7 +57,7 @@ class FilesystemBlockstore(_Pinning):
         self._holding = threading.local()
         self._batch: contextvars.ContextVar[Batch | None] = contextvars.ContextVar(
             f"vault-batch-{id(self)}", default=None)
-        self._suspects = Suspects()  # written again by their next put (see Suspects)
+        self._suspects = Suspects()  # blocks whose sync failed (see Suspects)
         if sync:
             self._make_shards()
         try:
@@ -150,13 +150,14 @@ class FilesystemBlockstore(_Pinning):
         if flusher is not None:
             flusher.submit(fd, path)  # fsynced later (see batch()); closes fd
             return
-        os.close(fd)
-        if self._sync:
-            try:
+        try:
+            if self._sync:
                 fsync_dir(shard)
-            except BaseException:
-                self._suspects.add([path])
-                raise
+        except BaseException:
+            self._suspects.failed(path, fd)
+            raise
+        finally:
+            os.close(fd)
 
     def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview, direct: bool,
                     batch: Batch | None) -> None:
@@ -174,8 +175,8 @@ class FilesystemBlockstore(_Pinning):
                     raise
                 self._make_shard(path.parent, batch)
             except OSError:
-                if inline:  # maybe renamed into place before its directory's fsync failed
-                    self._suspects.add([path])
+                if inline:  # maybe renamed into place before its directory's fsync failed: the
+                    self._suspects.remember(path)  # C call does not say, so nothing is moved aside
                 raise
         self._suspects.discard(path)
         if refused and batch is not None:  # the filesystem has no O_DIRECT: the page cache for the rest of the batch
