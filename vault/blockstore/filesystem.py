@@ -32,6 +32,30 @@ from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidation
 _NATIVE = _accel.available
 
 
+_SHARDS: dict[tuple[int, int], tuple[int, frozenset[tuple[int, int]]]] = {}  # blocks dir -> (mtime, ids)
+
+
+def _shard_identities(blocks: Path) -> set[tuple[int, int]]:
+    """(device, inode) of `blocks` and of each shard in it (a shard bound elsewhere is
+    still a shard), kept while the directory's mtime says no shard came or went: 1,024
+    stats cost ~1.5 ms, about 0.5% of a 256 MiB open."""
+    try:
+        st = os.stat(blocks)
+    except OSError:
+        return set()
+    key = (st.st_dev, st.st_ino)
+    known = _SHARDS.get(key)
+    if known is None or known[0] != st.st_mtime_ns:
+        ids = {key}
+        with contextlib.suppress(OSError), os.scandir(blocks) as shards:
+            for shard in shards:
+                with contextlib.suppress(OSError):
+                    if shard.is_dir(follow_symlinks=False):
+                        ids.add((shard.stat().st_dev, shard.stat().st_ino))
+        known = _SHARDS[key] = (st.st_mtime_ns, frozenset(ids))
+    return set(known[1])
+
+
 class FilesystemBlockstore(_Pinning):
     """Blocks as files under `root` (see vault/blockstore/__init__.py for layout and durability).
 
@@ -104,9 +128,7 @@ class FilesystemBlockstore(_Pinning):
         parent = where.parent.resolve()
         if identity(parent) == identity(root) and where.name in ("blocks", "pins", "pins.json", "gc.lock"):
             return parent.exists()
-        mine = {identity(root / "blocks"), identity(root / "pins")}
-        with contextlib.suppress(OSError), os.scandir(root / "blocks") as shards:  # a shard bound elsewhere
-            mine.update((s.stat().st_dev, s.stat().st_ino) for s in shards if s.is_dir(follow_symlinks=False))
+        mine = {identity(root / "pins")} | _shard_identities(root / "blocks")
         mine.discard(None)
         return any(identity(d) in mine for d in (parent, *parent.parents))
 
