@@ -68,9 +68,8 @@ unfinished batch can leave torn blocks, which are detected on read (hash check) 
 replaced by the next put of the same block: put reads a block file that is already
 there with the right size and keeps it only if it hashes to its CID (`holds`), so a
 re-import repairs what a crash or bit rot damaged. A block whose fsync (or its
-directory's, or its batch's syncfs) failed is moved aside (missing until a put, in any
-process, writes it again; gc sweeps the aside file) or, where that fails, rewritten by
-this store object's next put (see _flusher.Suspects). With `sync=False` nothing is fsynced (tests, scratch
+directory's, or its batch's syncfs) failed is written again at once as a new file (or,
+if that fails too, by this store object's next put of it; see _flusher.Suspects). With `sync=False` nothing is fsynced (tests, scratch
 stores). A pin file is always written with temp + fsync + rename + directory fsync.
 
 `get(cid, verify=False)` skips the hash check for a caller that verifies the block itself

@@ -2,6 +2,7 @@
 background fsync threads, or one syncfs(2) of the store's filesystem (sync_method)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import queue
@@ -12,6 +13,8 @@ from pathlib import Path
 
 from vault import _fileio
 from vault._fileio import fsync_dir
+from vault.blockstore._layout import block_cid
+from vault.errors import BlockMismatchError
 
 SYNC_METHODS = ("auto", "fsync", "syncfs")
 _SYNCFS_CHEAP = 64 << 20  # dirty + writeback bytes (whole machine) below which syncfs is cheap
@@ -42,25 +45,27 @@ class Suspects:
     cache can go on holding a whole block that never reached the disk: a put or adopt would
     find it "present and whole", and a second fsync would succeed without writing anything
     (PostgreSQL stops on such an error; a content-addressed store can simply rewrite). So
-    the file is moved aside, to a temp name that gc sweeps once it is STALE_TEMP old: the
-    block is then missing for every reader and every process, and its next put, anywhere,
-    writes it again. Given the descriptor the sync failed on, only that very file is moved
-    (a concurrent writer's copy that replaced it stays). A file that cannot be moved (EIO,
-    a read-only remount) is remembered by this store object instead, whose next put then
-    writes it again. PostgreSQL's "fsyncgate" is the background."""
+    the block is written again at once, as a new file: its bytes read back (the page cache
+    still has them) and checked against the CID its name stands for, written to a temp
+    file, fsynced, renamed over it, and its directory fsynced. Nothing is ever missing or
+    moved (a syncfs or directory failure names no file, so every file of the batch is
+    rewritten, another writer's durable copies included: the same bytes, replaced
+    atomically). The batch still raises the error. Only a block whose rewrite fails too is
+    left as it was and remembered by this store object, whose next put writes it again
+    (another process cannot know it: the disk is failing then, and its own writes fail)."""
 
     def __init__(self) -> None:
         self._paths: set[Path] = set()
         self._lock = threading.Lock()
 
     def failed(self, path: Path, fd: int | None = None) -> None:
+        """The sync of the block file at `path` failed (on descriptor `fd`, if known)."""
+        del fd  # whichever file is at `path` now is rewritten: the same bytes either way
         try:
-            if fd is not None and not os.path.samestat(os.fstat(fd), os.lstat(path)):
-                return  # another writer's file is there now: not the one that failed
-            os.rename(path, path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp"))
+            _rewrite(path)
         except FileNotFoundError:
-            return
-        except OSError:
+            return  # deleted meanwhile (a gc): nothing to make durable
+        except (OSError, BlockMismatchError):  # a damaged copy: put repairs it (it hashes what it finds)
             self.remember(path)
 
     def remember(self, path: Path) -> None:
@@ -75,6 +80,29 @@ class Suspects:
 
     def __contains__(self, path: Path) -> bool:
         return bool(self._paths) and path in self._paths
+
+
+def _rewrite(path: Path) -> None:
+    """The block file at `path` written anew and made durable (see Suspects)."""
+    cid = block_cid(path.stem)
+    data = path.read_bytes()
+    if cid is None:
+        raise FileNotFoundError(path)  # not a block file's name: not ours to rewrite
+    cid.verify(data)
+    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            _fileio.write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
 
 
 @dataclasses.dataclass

@@ -49,9 +49,10 @@ def _shard_identities(blocks: Path) -> set[tuple[int, int]]:
         ids = {key}
         with contextlib.suppress(OSError), os.scandir(blocks) as shards:
             for shard in shards:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # one that vanished: the others are still compared
                     if shard.is_dir(follow_symlinks=False):
-                        ids.add((shard.stat().st_dev, shard.stat().st_ino))
+                        st = shard.stat(follow_symlinks=False)
+                        ids.add((st.st_dev, st.st_ino))
         known = _SHARDS[key] = (st.st_mtime_ns, frozenset(ids))
     return set(known[1])
 
