@@ -26,6 +26,7 @@ import hashlib
 import os
 import secrets
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from vault.errors import InputValidationError
 
 _ATTEMPTS = 8
 _PROC_FD = Path("/proc/self/fd")  # how an O_TMPFILE file gets a name without privileges
+_STALE_READY = 60.0  # seconds: a live writer's .ready exists for microseconds
 
 
 def temp_path(out: Path, purpose: str) -> Path:
@@ -115,6 +117,7 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600, *, pass_foreign: bool
                 linked = True
             except FileExistsError:
                 if _foreign(tmp, out, purpose, pass_foreign):
+                    _sweep_own(tmp)
                     return fd, private  # the shared name is squatted: this private one, unguarded
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
@@ -151,6 +154,35 @@ def _foreign(tmp: Path, out: Path, purpose: str, passable: bool) -> bool:
                                f"(uid {owner}): remove it, or write {out.name} to a directory of your own")
 
 
+def _sweep_own(tmp: Path) -> None:
+    """What our own killed runs left beside the guard `tmp` under names with a random part,
+    which no claim of the shared name removes (a passed-by guard `<stem>.<hex>.new`, a
+    `.ready` made when the fixed one was taken): only regular files of ours; a guard only
+    if no one holds its lock, a `.ready` once it is _STALE_READY old. Called only when the
+    shared guard is another user's, so only then does a claim list the directory."""
+    prefix = tmp.name[: -len(".part")] + "."
+    stale = time.time() - _STALE_READY
+    with contextlib.suppress(OSError), os.scandir(tmp.parent) as entries:
+        found = [(e.name, e.path) for e in entries if e.name.startswith(prefix)]
+    for name, where in found:
+        path = Path(where)
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+                continue
+            if name.endswith(".ready"):
+                if st.st_mtime < stale:
+                    path.unlink()
+            elif name.endswith(".new"):
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: a live writer's
+                    if os.path.samestat(os.fstat(fd), os.lstat(path)):
+                        path.unlink()
+                finally:
+                    os.close(fd)
+
+
 def _ready(tmp: Path) -> Path:
     """The name the unnamed file's bytes get, beside the guard `tmp`, before the rename."""
     return tmp.with_suffix(".ready")
@@ -164,6 +196,7 @@ def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: 
     cleaned up by claim_temp (fd closed, the private file removed)."""
     if os.path.lexists(tmp):
         if _foreign(tmp, out, purpose, pass_foreign):
+            _sweep_own(tmp)
             return fd, private  # squatted (see claim_temp)
         _remove_leftover(tmp, out, purpose)
     os.replace(private, tmp)
@@ -247,8 +280,9 @@ def install_temp(fd: int, tmp: Path, out: Path, *, overwrite: bool = True, data:
         src, written = _ready(tmp), data
         try:
             _name(data, src)
-        except FileExistsError:  # made after this claim removed any leftover: not ours
-            raise InputValidationError(f"{src} appeared while {out} was written: nothing was installed") from None
+        except FileExistsError:  # another user's, made or kept there: a name of our own instead
+            src = tmp.with_suffix(f".{secrets.token_hex(6)}.ready")
+            _name(data, src)
     try:
         if overwrite:
             os.replace(src, out)

@@ -273,3 +273,47 @@ def test_what_a_kill_between_naming_and_renaming_left_is_removed_by_the_next_cla
     with atomic_output(out, "open") as (fd, _):
         os.write(fd, b"next")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
+def test_another_users_ready_name_does_not_throw_the_written_file_away(tmp_path: Path) -> None:
+    out = tmp_path / "report.pdf"
+    ready = temp_path(out, "open").with_suffix(".ready")
+    ready.mkdir()  # not even root can unlink a directory
+    os.chown(ready, 65534, 65534)
+    if (probe := tempfiles._unnamed(tmp_path, 0o600)) is None:
+        pytest.skip("no O_TMPFILE here: the bytes are at the guard's own name")
+    os.close(probe)
+    with atomic_output(out, "open") as (fd, _):
+        os.write(fd, b"the whole file")
+        os.fsync(fd)
+    assert out.read_bytes() == b"the whole file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, ready.name])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
+def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(tmp_path: Path) -> None:
+    import time
+
+    out = tmp_path / "report.csv"
+    squat = temp_path(out, "open")
+    squat.write_bytes(b"")
+    os.chown(squat, 65534, 65534)
+    stem = squat.name[: -len(".part")]
+    dead_guard = tmp_path / f"{stem}.0123456789ab.new"  # ours, its lock died with its run
+    dead_guard.write_bytes(b"")
+    named = tmp_path / f"{stem}.0123456789ab.ready"  # a whole plaintext a kill left named
+    named.write_bytes(b"plaintext")
+    old = time.time() - 3600
+    os.utime(named, (old, old))
+    fresh = tmp_path / f"{stem}.fedcba987654.ready"  # a live writer's, a moment old: kept
+    fresh.write_bytes(b"in flight")
+    theirs = tmp_path / f"{stem}.aaaaaaaaaaaa.new"
+    theirs.write_bytes(b"")
+    os.chown(theirs, 65534, 65534)
+    if (probe := tempfiles._unnamed(tmp_path, 0o600)) is None:
+        pytest.skip("no O_TMPFILE here: a squatted guard is refused instead")
+    os.close(probe)
+    with atomic_output(out, "open") as (fd, _):
+        os.write(fd, b"ours")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name, fresh.name, theirs.name])
