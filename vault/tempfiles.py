@@ -131,8 +131,7 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600, *, pass_foreign: bool
         with contextlib.suppress(OSError):
             private.unlink()
         if linked:
-            with contextlib.suppress(OSError):  # a crashed run's named bytes: ours to remove now
-                _ready(tmp).unlink()
+            _clear_ready(tmp)
             return fd, tmp
         os.close(fd)
         _remove_leftover(tmp, out, purpose)
@@ -154,12 +153,26 @@ def _foreign(tmp: Path, out: Path, purpose: str, passable: bool) -> bool:
                                f"(uid {owner}): remove it, or write {out.name} to a directory of your own")
 
 
+def _clear_ready(tmp: Path) -> None:
+    """With the guard `tmp` held: remove what a killed run left at `<guard>.ready` (ours to
+    remove now: no live writer of this output can be using it). If something that is not
+    ours stays there, installs use names with a random part, whose leftovers are swept."""
+    try:
+        _ready(tmp).unlink()
+    except FileNotFoundError:
+        pass
+    except OSError:  # another user's file or directory (a sticky directory keeps it)
+        _sweep_own(tmp)
+
+
 def _sweep_own(tmp: Path) -> None:
     """What our own killed runs left beside the guard `tmp` under names with a random part,
     which no claim of the shared name removes (a passed-by guard `<stem>.<hex>.new`, a
-    `.ready` made when the fixed one was taken): only regular files of ours; a guard only
-    if no one holds its lock, a `.ready` once it is _STALE_READY old. Called only when the
-    shared guard is another user's, so only then does a claim list the directory."""
+    `.ready` made when the fixed one was taken): only regular files of ours, at least
+    _STALE_READY old by ctime (link(2) sets it: a live writer's `.ready` and a claim's `.new`
+    before its flock exist for microseconds); a guard only if no one holds its lock. Called
+    only when the shared guard or `.ready` is another user's, so only then does a claim
+    list the directory."""
     prefix = tmp.name[: -len(".part")] + "."
     stale = time.time() - _STALE_READY
     with contextlib.suppress(OSError), os.scandir(tmp.parent) as entries:
@@ -168,11 +181,10 @@ def _sweep_own(tmp: Path) -> None:
         path = Path(where)
         with contextlib.suppress(OSError):
             st = os.lstat(path)
-            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_ctime >= stale:
                 continue
             if name.endswith(".ready"):
-                if st.st_mtime < stale:
-                    path.unlink()
+                path.unlink()
             elif name.endswith(".new"):
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
                 try:
@@ -200,8 +212,7 @@ def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: 
             return fd, private  # squatted (see claim_temp)
         _remove_leftover(tmp, out, purpose)
     os.replace(private, tmp)
-    with contextlib.suppress(OSError):
-        _ready(tmp).unlink()
+    _clear_ready(tmp)
     return fd, tmp
 
 

@@ -288,11 +288,18 @@ def test_in_page_cache_tells_what_the_page_cache_holds(tmp_path: Path) -> None:
     assert _cached(path)
 
 
-def _count_direct_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """os.preadv is only used for reads past the page cache (pread for the others)."""
+def _count_direct_reads(monkeypatch: pytest.MonkeyPatch, path: Path) -> list[int]:
+    """os.preadv is only used for reads past the page cache (pread for the others); only
+    reads of `path` count (a thread another test left running may read its own files)."""
     calls: list[int] = []
     real = os.preadv
-    monkeypatch.setattr(os, "preadv", lambda fd, buffers, offset, *a: (calls.append(offset), real(fd, buffers, offset, *a))[1])
+
+    def counting(fd, buffers, offset, *a):  # noqa: ANN001, ANN002
+        if os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            calls.append(offset)
+        return real(fd, buffers, offset, *a)
+
+    monkeypatch.setattr(os, "preadv", counting)
     return calls
 
 
@@ -302,7 +309,7 @@ def test_direct_get_reads_a_block_that_is_in_the_page_cache_from_there(tmp_path:
     store, cid, data = _stored_block(tmp_path, 1 << 20)  # just written: in the page cache
     if not _cached(store._path(cid)):
         pytest.skip("this kernel has no cachestat(2) (Linux >= 6.5)")
-    direct = _count_direct_reads(monkeypatch)
+    direct = _count_direct_reads(monkeypatch, store._path(cid))
     assert store.get(cid, direct=True) == data
     assert direct == []
     _evict(store._path(cid))
@@ -321,8 +328,8 @@ def test_direct_get_uses_o_direct_for_large_blocks_and_still_verifies(tmp_path: 
     _evict(store._path(cid))
     flags: list[int] = []
     real_open = os.open
-    monkeypatch.setattr(os, "open", lambda path, f, *a: (flags.append(f), real_open(path, f, *a))[1])
-    direct = _count_direct_reads(monkeypatch)
+    monkeypatch.setattr(os, "open", lambda path, f, *a, **k: (flags.append(f), real_open(path, f, *a, **k))[1])
+    direct = _count_direct_reads(monkeypatch, store._path(cid))
     assert store.get(cid, direct=True) == data
     assert any(f & os.O_DIRECT for f in flags)
     assert direct == [0]
@@ -918,3 +925,46 @@ def test_a_failed_sync_of_a_batch_never_loses_the_blocks_it_found_present(tmp_pa
     monkeypatch.setattr(bs_filesystem, "STALE_TEMP", 0.0)
     assert store.gc() == 0
     assert b"".join(export(root, store.get)) == data
+
+
+def test_a_background_batch_rewrites_the_blocks_renamed_into_a_shard_whose_fsync_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import threading
+
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
+    monkeypatch.setattr(bs_flusher.Flusher, "_THREADS", 1)  # one fsync thread: a fixed order
+    store = FilesystemBlockstore(tmp_path / "s", sync_method="fsync")
+    by_shard: dict[str, list[tuple[CID, bytes]]] = {}
+    while not any(len(v) == 3 for v in by_shard.values()):  # three blocks of one shard
+        data = os.urandom(64)
+        cid = CID.from_sha256(data)
+        by_shard.setdefault(store._path(cid).parent.name, []).append((cid, data))
+    blocks = next(v for v in by_shard.values() if len(v) == 3)
+    shard = str(store._path(blocks[0][0]).parent)
+    queued = threading.Event()
+    armed = [True]
+    real_fsync = os.fsync
+    synced: list[int] = []
+
+    def fsync(fd: int) -> None:
+        if armed[0] and os.readlink(f"/proc/self/fd/{fd}") == shard:
+            armed[0] = False
+            queued.wait(10)  # the other two are renamed and queued meanwhile
+            synced.clear()
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    first = {}
+    with pytest.raises(OSError, match="Input/output error"):
+        with store.batch(background=True):
+            for cid, data in blocks:
+                store.put(cid, data)
+                first[cid] = store._path(cid).stat().st_ino
+            queued.set()
+    for cid, data in blocks:
+        now = store._path(cid).stat().st_ino
+        assert now != first[cid] and now in synced  # each written again and made durable
+        assert store.get(cid) == data

@@ -292,9 +292,11 @@ def test_another_users_ready_name_does_not_throw_the_written_file_away(tmp_path:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
-def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(tmp_path: Path) -> None:
+def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
+    monkeypatch.setattr(tempfiles, "_STALE_READY", 0.5)  # a minute, in the module
     out = tmp_path / "report.csv"
     squat = temp_path(out, "open")
     squat.write_bytes(b"")
@@ -304,8 +306,7 @@ def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(t
     dead_guard.write_bytes(b"")
     named = tmp_path / f"{stem}.0123456789ab.ready"  # a whole plaintext a kill left named
     named.write_bytes(b"plaintext")
-    old = time.time() - 3600
-    os.utime(named, (old, old))
+    time.sleep(0.6)
     fresh = tmp_path / f"{stem}.fedcba987654.ready"  # a live writer's, a moment old: kept
     fresh.write_bytes(b"in flight")
     theirs = tmp_path / f"{stem}.aaaaaaaaaaaa.new"
@@ -317,3 +318,23 @@ def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(t
     with atomic_output(out, "open") as (fd, _):
         os.write(fd, b"ours")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name, fresh.name, theirs.name])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")
+def test_with_the_ready_name_taken_our_random_named_leftovers_are_swept(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setattr(tempfiles, "_STALE_READY", 0.5)
+    out = tmp_path / "identity.key"
+    guard = temp_path(out, "keygen")
+    taken = guard.with_suffix(".ready")
+    taken.mkdir()
+    os.chown(taken, 65534, 65534)
+    killed = guard.with_suffix(".0123456789ab.ready")  # a secret a kill left between naming and link
+    killed.write_bytes(b"AGE-SECRET-KEY-1...")
+    time.sleep(0.6)
+    with atomic_output(out, "keygen", overwrite=False) as (fd, _):
+        os.write(fd, b"the new key")
+    assert out.read_bytes() == b"the new key"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, taken.name])

@@ -140,6 +140,7 @@ class Flusher:
         self._dirs: set[Path] = set()
         self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
+        self._failed_dirs: set[Path] = set()  # background: shards whose fsync failed
         self._closed = False
         self._queue: queue.Queue[tuple[int, Path] | None] | None = None  # (fd, block file)
         self._threads: list[threading.Thread] = []
@@ -166,7 +167,13 @@ class Flusher:
             try:
                 if self._error is None:
                     os.fsync(fd)
-                    fsync_dir(path.parent)  # the rename into it came before: it is covered
+                    try:
+                        fsync_dir(path.parent)  # the rename into it came before: it is covered
+                    except BaseException:
+                        self._failed_dirs.add(path.parent)
+                        raise
+                elif path.parent in self._failed_dirs:  # renamed into it before its fsync failed
+                    self._suspects.failed(path, fd)
             except BaseException as exc:  # re-raised by finish()
                 self._suspects.failed(path, fd)
                 self._error = self._error or exc
