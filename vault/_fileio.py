@@ -26,21 +26,28 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_text_durably(path: Path, text: str) -> None:
-    """Write a small ASCII file whole or not at all: a temp file beside it, fsync, rename
-    over `path`, fsync of the directory. A failure removes the temp file."""
+def write_durably(path: Path, data: bytes | bytearray | memoryview) -> None:
+    """Write a file whole or not at all: a temp file beside it (`.<name>.<hex>.tmp`),
+    fsync, rename over `path`, fsync of the directory. A failure removes the temp file."""
     tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
-        with open(tmp, "w", encoding="ascii") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
     fsync_dir(path.parent)
+
+
+def write_text_durably(path: Path, text: str) -> None:
+    """write_durably() of a small ASCII text (a pin, a layout marker)."""
+    write_durably(path, text.encode("ascii"))
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:

@@ -15,6 +15,13 @@ def _open_fds_to(path: Path) -> int:
     return sum(1 for fd in os.listdir("/proc/self/fd") if os.path.realpath(f"/proc/self/fd/{fd}") == str(path))
 
 
+def _needs_unnamed(directory: Path, otherwise: str) -> None:
+    """Skip unless `directory`'s filesystem has O_TMPFILE (`otherwise`: what happens there)."""
+    probe = tempfiles._unnamed(directory, 0o600)
+    if probe is None:
+        pytest.skip(f"no O_TMPFILE here: {otherwise}")
+    os.close(probe)
+
 def test_a_second_writer_to_the_same_output_is_refused_until_the_first_is_done(tmp_path: Path) -> None:
     out = tmp_path / "out.bin"
     with atomic_output(out, "open") as (fd, tmp):
@@ -223,10 +230,7 @@ def test_a_killed_writer_leaves_no_bytes_behind(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    probe = tempfiles._unnamed(tmp_path, 0o600)
-    if probe is None:
-        pytest.skip("no O_TMPFILE on this filesystem: the next claim removes the leftover instead")
-    os.close(probe)
+    _needs_unnamed(tmp_path, "the next claim removes the leftover instead")
     out = tmp_path / "model.bin"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     run = subprocess.run([sys.executable, "-c", _KILLED, str(out)], env=env, capture_output=True)
@@ -264,10 +268,7 @@ def test_what_a_kill_between_naming_and_renaming_left_is_removed_by_the_next_cla
                          env=env, capture_output=True)
     assert run.returncode == -9, run.stderr
     left = sorted(p.name for p in tmp_path.iterdir())
-    probe = tempfiles._unnamed(tmp_path, 0o600)
-    if probe is None:
-        pytest.skip("no O_TMPFILE here: the bytes were at the guard's own name")
-    os.close(probe)
+    _needs_unnamed(tmp_path, "the bytes were at the guard's own name")
     ready = temp_path(out, "open").with_suffix(".ready")
     assert left == sorted([temp_path(out, "open").name, ready.name]) and ready.read_bytes() == b"the whole plaintext"
     with atomic_output(out, "open") as (fd, _):
@@ -281,9 +282,7 @@ def test_another_users_ready_name_does_not_throw_the_written_file_away(tmp_path:
     ready = temp_path(out, "open").with_suffix(".ready")
     ready.mkdir()  # not even root can unlink a directory
     os.chown(ready, 65534, 65534)
-    if (probe := tempfiles._unnamed(tmp_path, 0o600)) is None:
-        pytest.skip("no O_TMPFILE here: the bytes are at the guard's own name")
-    os.close(probe)
+    _needs_unnamed(tmp_path, "the bytes are at the guard's own name")
     with atomic_output(out, "open") as (fd, _):
         os.write(fd, b"the whole file")
         os.fsync(fd)
@@ -312,9 +311,7 @@ def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(
     theirs = tmp_path / f"{stem}.aaaaaaaaaaaa.new"
     theirs.write_bytes(b"")
     os.chown(theirs, 65534, 65534)
-    if (probe := tempfiles._unnamed(tmp_path, 0o600)) is None:
-        pytest.skip("no O_TMPFILE here: a squatted guard is refused instead")
-    os.close(probe)
+    _needs_unnamed(tmp_path, "a squatted guard is refused instead")
     with atomic_output(out, "open") as (fd, _):
         os.write(fd, b"ours")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name, fresh.name, theirs.name])

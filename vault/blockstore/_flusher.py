@@ -2,11 +2,9 @@
 background fsync threads, or one syncfs(2) of the store's filesystem (sync_method)."""
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import queue
-import secrets
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -89,20 +87,7 @@ def _rewrite(path: Path) -> None:
     if cid is None:
         raise FileNotFoundError(path)  # not a block file's name: not ours to rewrite
     cid.verify(data)
-    tmp = path.with_name(f".{path.stem}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
-            _fileio.write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
+    _fileio.write_durably(path, data)
 
 
 @dataclasses.dataclass
