@@ -156,7 +156,11 @@ def _foreign(tmp: Path, out: Path, purpose: str, passable: bool) -> bool:
 def _clear_ready(tmp: Path) -> None:
     """With the guard `tmp` held: remove what a killed run left at `<guard>.ready` (ours to
     remove now: no live writer of this output can be using it). If something that is not
-    ours stays there, installs use names with a random part, whose leftovers are swept."""
+    ours stays there, installs use names with a random part, whose leftovers are swept.
+    Limit: a leftover under such a name (a kill in the microseconds between naming and
+    renaming, while another user held `.ready`) is swept only while something of another
+    user is still at the guard or `.ready` name; once that is gone, no claim lists the
+    directory, and it stays."""
     try:
         _ready(tmp).unlink()
     except FileNotFoundError:

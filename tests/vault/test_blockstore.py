@@ -968,3 +968,47 @@ def test_a_background_batch_rewrites_the_blocks_renamed_into_a_shard_whose_fsync
         now = store._path(cid).stat().st_ino
         assert now != first[cid] and now in synced  # each written again and made durable
         assert store.get(cid) == data
+
+
+def test_a_block_the_other_fsync_thread_took_for_synced_is_rewritten_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Linux reports a directory's writeback error once: thread A's fsync of the shard fails
+    # while thread B's, a moment earlier or later, succeeds for a block renamed before it.
+    import errno
+    import threading
+
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
+    store = FilesystemBlockstore(tmp_path / "s", sync_method="fsync")
+    by_shard: dict[str, list[tuple[CID, bytes]]] = {}
+    while not any(len(v) == 2 for v in by_shard.values()):
+        data = os.urandom(64)
+        cid = CID.from_sha256(data)
+        by_shard.setdefault(store._path(cid).parent.name, []).append((cid, data))
+    blocks = next(v for v in by_shard.values() if len(v) == 2)
+    shard = store._path(blocks[0][0]).parent
+    real = bs_flusher.fsync_dir
+    calls = [0]
+    other_done = threading.Event()
+
+    def fsync_dir(path: Path) -> None:
+        if Path(path) == shard and calls[0] < 2:
+            calls[0] += 1
+            if calls[0] == 1:  # thread A: fails once B's call has succeeded
+                other_done.wait(10)
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real(path)
+            other_done.set()
+            return
+        real(path)
+
+    monkeypatch.setattr(bs_flusher, "fsync_dir", fsync_dir)
+    first = {}
+    with pytest.raises(OSError, match="Input/output error"):
+        with store.batch(background=True):
+            for cid, data in blocks:
+                store.put(cid, data)
+                first[cid] = store._path(cid).stat().st_ino
+    assert calls[0] == 2
+    for cid, data in blocks:
+        assert store._path(cid).stat().st_ino != first[cid]  # both written again
+        assert store.get(cid) == data

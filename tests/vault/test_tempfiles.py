@@ -295,7 +295,7 @@ def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    monkeypatch.setattr(tempfiles, "_STALE_READY", 0.5)  # a minute, in the module
+    monkeypatch.setattr(tempfiles, "_STALE_READY", 2.0)  # a minute, in the module
     out = tmp_path / "report.csv"
     squat = temp_path(out, "open")
     squat.write_bytes(b"")
@@ -305,16 +305,23 @@ def test_a_passed_by_guard_sweeps_what_our_killed_runs_left_under_random_names(
     dead_guard.write_bytes(b"")
     named = tmp_path / f"{stem}.0123456789ab.ready"  # a whole plaintext a kill left named
     named.write_bytes(b"plaintext")
-    time.sleep(0.6)
+    time.sleep(2.1)
     fresh = tmp_path / f"{stem}.fedcba987654.ready"  # a live writer's, a moment old: kept
     fresh.write_bytes(b"in flight")
+    live = tmp_path / f"{stem}.111111111111.ready"  # linked just now, its bytes written long ago
+    live.write_bytes(b"in flight too")
+    an_hour_ago = time.time() - 3600
+    os.utime(live, (an_hour_ago, an_hour_ago))  # mtime an hour old; ctime (what link(2) sets) is now
+    claiming = tmp_path / f"{stem}.222222222222.new"  # a claim's, created, not locked yet
+    claiming.write_bytes(b"")
     theirs = tmp_path / f"{stem}.aaaaaaaaaaaa.new"
     theirs.write_bytes(b"")
     os.chown(theirs, 65534, 65534)
     _needs_unnamed(tmp_path, "a squatted guard is refused instead")
     with atomic_output(out, "open") as (fd, _):
         os.write(fd, b"ours")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, squat.name, fresh.name, theirs.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, squat.name, fresh.name, live.name, claiming.name, theirs.name])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another user needs root")

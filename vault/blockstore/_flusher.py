@@ -126,6 +126,7 @@ class Flusher:
         self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
         self._failed_dirs: set[Path] = set()  # background: shards whose fsync failed
+        self._synced: dict[Path, list[Path]] = {}  # background: shard -> its files synced by the threads
         self._closed = False
         self._queue: queue.Queue[tuple[int, Path] | None] | None = None  # (fd, block file)
         self._threads: list[threading.Thread] = []
@@ -157,6 +158,9 @@ class Flusher:
                     except BaseException:
                         self._failed_dirs.add(path.parent)
                         raise
+                    # kept until finish(): the other thread's fsync of this shard may fail after
+                    # this one succeeded (Linux reports a writeback error once: to whoever asks first)
+                    self._synced.setdefault(path.parent, []).append(path)
                 elif path.parent in self._failed_dirs:  # renamed into it before its fsync failed
                     self._suspects.failed(path, fd)
             except BaseException as exc:  # re-raised by finish()
@@ -244,6 +248,9 @@ class Flusher:
             for thread in self._threads:
                 thread.join()
         if self._error is not None:
+            for shard in self._failed_dirs:  # its files the other thread took for synced
+                for path in self._synced.get(shard, ()):
+                    self._suspects.failed(path)
             raise self._error
         if self.syncfs is not None and not (self._recheck and not syncfs_pays()):
             try:
