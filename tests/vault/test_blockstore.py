@@ -1012,3 +1012,22 @@ def test_a_block_the_other_fsync_thread_took_for_synced_is_rewritten_too(
     for cid, data in blocks:
         assert store._path(cid).stat().st_ino != first[cid]  # both written again
         assert store.get(cid) == data
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a bind mount needs root")
+def test_owns_sees_a_shard_made_after_it_last_looked(tmp_path: Path) -> None:
+    import subprocess
+
+    store = FilesystemBlockstore(tmp_path / "s", sync=False)  # makes each shard on its first block
+    assert not store.owns(tmp_path / "elsewhere")  # the shards' identities are kept from here
+    data = b"a block in a new shard"
+    cid = CID.from_sha256(data)
+    store.put(cid, data)
+    alias = tmp_path / "alias"
+    alias.mkdir()
+    if subprocess.run(["mount", "--bind", str(store._path(cid).parent), str(alias)], capture_output=True).returncode:
+        pytest.skip("mount --bind is not allowed here")
+    try:
+        assert store.owns(alias / "out.bin")
+    finally:
+        subprocess.run(["umount", str(alias)], check=True)

@@ -3,6 +3,7 @@ names of block and pin files, and what each entry of a shard directory is."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,3 +61,48 @@ def scan(blocks: Path) -> Iterator[tuple[CID | None, Path, str]]:
                     yield cid, path, "misplaced"
             else:
                 yield None, path, "other"
+
+
+_Identity = tuple[int, int]  # (st_dev, st_ino)
+_SHARDS: dict[_Identity, tuple[int, frozenset[_Identity]]] = {}  # blocks dir -> (its mtime, ids)
+
+
+def _identity(path: Path) -> _Identity | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _shard_identities(blocks: Path) -> set[_Identity]:
+    """The identities of `blocks` and of each shard in it (a shard bound elsewhere is still
+    a shard), kept while the directory's mtime says no shard came or went: 1,024 stats cost
+    ~1.5 ms, about 0.5% of a 256 MiB open."""
+    try:
+        top = os.stat(blocks)
+    except OSError:
+        return set()
+    key = (top.st_dev, top.st_ino)
+    known = _SHARDS.get(key)
+    if known is None or known[0] != top.st_mtime_ns:
+        ids = {key}
+        with contextlib.suppress(OSError), os.scandir(blocks) as shards:
+            for shard in shards:
+                with contextlib.suppress(OSError):  # one that vanished: the others are still compared
+                    if shard.is_dir(follow_symlinks=False):
+                        st = shard.stat(follow_symlinks=False)
+                        ids.add((st.st_dev, st.st_ino))
+        known = _SHARDS[key] = (top.st_mtime_ns, frozenset(ids))
+    return set(known[1])
+
+
+def owned_by(root: Path, path: Path) -> bool:
+    """Whether a file written at `path` would land in the store at `root` (see
+    FilesystemBlockstore.owns)."""
+    parent = path.parent.resolve()
+    if _identity(parent) == _identity(root) and path.name in ("blocks", "pins", "pins.json", "gc.lock"):
+        return parent.exists()
+    mine = {_identity(root / "pins")} | _shard_identities(root / "blocks")
+    mine.discard(None)
+    return any(_identity(d) in mine for d in (parent, *parent.parents))

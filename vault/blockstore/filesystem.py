@@ -20,7 +20,7 @@ from vault._fileio import (ALIGN, DIRECT_MIN, O_DIRECT, aligned_copy, fsync_dir,
                            write_direct, write_text_durably)
 from vault.blockstore import _flusher
 from vault.blockstore._flusher import SYNC_METHODS, Batch, Flusher, Suspects, flush
-from vault.blockstore._layout import B32, SHARDING, STALE_TEMP, b32_bytes, b32_key, scan
+from vault.blockstore._layout import B32, SHARDING, STALE_TEMP, b32_bytes, b32_key, owned_by, scan
 from vault.blockstore._pinning import _Pinning
 from vault.cid import CID
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, IntegrityError, InvalidCIDError
@@ -30,31 +30,6 @@ from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidation
 # syscalls that each drop and retake it; seal's writer threads then block in the kernel
 # without waking one another (on these VMs every such wake-up costs a cross-CPU IPI).
 _NATIVE = _accel.available
-
-
-_SHARDS: dict[tuple[int, int], tuple[int, frozenset[tuple[int, int]]]] = {}  # blocks dir -> (mtime, ids)
-
-
-def _shard_identities(blocks: Path) -> set[tuple[int, int]]:
-    """(device, inode) of `blocks` and of each shard in it (a shard bound elsewhere is
-    still a shard), kept while the directory's mtime says no shard came or went: 1,024
-    stats cost ~1.5 ms, about 0.5% of a 256 MiB open."""
-    try:
-        st = os.stat(blocks)
-    except OSError:
-        return set()
-    key = (st.st_dev, st.st_ino)
-    known = _SHARDS.get(key)
-    if known is None or known[0] != st.st_mtime_ns:
-        ids = {key}
-        with contextlib.suppress(OSError), os.scandir(blocks) as shards:
-            for shard in shards:
-                with contextlib.suppress(OSError):  # one that vanished: the others are still compared
-                    if shard.is_dir(follow_symlinks=False):
-                        st = shard.stat(follow_symlinks=False)
-                        ids.add((st.st_dev, st.st_ino))
-        known = _SHARDS[key] = (st.st_mtime_ns, frozenset(ids))
-    return set(known[1])
 
 
 class FilesystemBlockstore(_Pinning):
@@ -118,20 +93,7 @@ class FilesystemBlockstore(_Pinning):
     @staticmethod
     def owned_by(root: Path | str, path: Path | str) -> bool:
         """owns() for the store at `root`, without opening it (which makes its directories)."""
-        def identity(p: Path) -> tuple[int, int] | None:
-            try:
-                st = os.stat(p)
-            except OSError:
-                return None
-            return st.st_dev, st.st_ino
-
-        root, where = Path(root), Path(path)
-        parent = where.parent.resolve()
-        if identity(parent) == identity(root) and where.name in ("blocks", "pins", "pins.json", "gc.lock"):
-            return parent.exists()
-        mine = {identity(root / "pins")} | _shard_identities(root / "blocks")
-        mine.discard(None)
-        return any(identity(d) in mine for d in (parent, *parent.parents))
+        return owned_by(Path(root), Path(path))
 
     def _path(self, cid: CID) -> Path:
         key = b32_key(cid.multihash)
