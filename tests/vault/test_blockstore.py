@@ -1031,3 +1031,56 @@ def test_owns_sees_a_shard_made_after_it_last_looked(tmp_path: Path) -> None:
         assert store.owns(alias / "out.bin")
     finally:
         subprocess.run(["umount", str(alias)], check=True)
+
+
+def test_owns_keeps_nothing_from_a_scan_of_the_shards_that_failed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from vault.blockstore import _layout
+
+    store = FilesystemBlockstore(tmp_path / "s")
+    blocks = os.stat(store.root / "blocks")
+    _layout._SHARDS.pop((blocks.st_dev, blocks.st_ino), None)
+    real = os.scandir
+
+    def failing(path):  # noqa: ANN001
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(_layout.os, "scandir", failing)
+    assert not store.owns(tmp_path / "elsewhere")
+    assert (blocks.st_dev, blocks.st_ino) not in _layout._SHARDS  # a later call scans again
+    monkeypatch.setattr(_layout.os, "scandir", real)
+    assert not store.owns(tmp_path / "elsewhere")
+    assert len(_layout._SHARDS[(blocks.st_dev, blocks.st_ino)][1]) == 1 + 1024
+
+
+def test_a_failed_shard_is_rewritten_once_per_file_however_often_its_blocks_were_synced(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
+    store = FilesystemBlockstore(tmp_path / "s", sync_method="fsync")
+    data = b"found present again and again"
+    cid = CID.from_sha256(data)
+    store.put(cid, data)
+    shard = str(store._path(cid).parent)
+    rewrites: list[Path] = []
+    real_rewrite = bs_flusher._rewrite
+    monkeypatch.setattr(bs_flusher, "_rewrite", lambda path: (rewrites.append(path), real_rewrite(path))[1])
+    dir_syncs = [0]
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}") == shard:
+            dir_syncs[0] += 1
+            if dir_syncs[0] == 300:
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OSError, match="Input/output error"):
+        with store.batch(background=True):
+            for _ in range(300):
+                assert store.adopt(cid)  # found present: synced with the batch, each time
+    assert rewrites == [store._path(cid)]  # once, not once per time it was synced
+    assert store.get(cid) == data

@@ -80,6 +80,14 @@ class Suspects:
         return bool(self._paths) and path in self._paths
 
 
+def _block_files(shard: Path) -> list[Path]:
+    try:
+        with os.scandir(shard) as entries:
+            return [Path(e.path) for e in entries if e.name.endswith(".data") and not e.name.startswith(".")]
+    except OSError:
+        return []
+
+
 def _rewrite(path: Path) -> None:
     """The block file at `path` written anew and made durable (see Suspects)."""
     cid = block_cid(path.stem)
@@ -126,7 +134,6 @@ class Flusher:
         self._parents: set[Path] = set()  # directories that got a new shard directory
         self._error: BaseException | None = None
         self._failed_dirs: set[Path] = set()  # background: shards whose fsync failed
-        self._synced: dict[Path, list[Path]] = {}  # background: shard -> its files synced by the threads
         self._closed = False
         self._queue: queue.Queue[tuple[int, Path] | None] | None = None  # (fd, block file)
         self._threads: list[threading.Thread] = []
@@ -152,19 +159,17 @@ class Flusher:
             fd, path = item
             try:
                 if self._error is None:
-                    os.fsync(fd)
+                    try:
+                        os.fsync(fd)
+                    except BaseException:
+                        self._suspects.failed(path, fd)
+                        raise
                     try:
                         fsync_dir(path.parent)  # the rename into it came before: it is covered
                     except BaseException:
-                        self._failed_dirs.add(path.parent)
+                        self._failed_dirs.add(path.parent)  # all of its block files: finish()
                         raise
-                    # kept until finish(): the other thread's fsync of this shard may fail after
-                    # this one succeeded (Linux reports a writeback error once: to whoever asks first)
-                    self._synced.setdefault(path.parent, []).append(path)
-                elif path.parent in self._failed_dirs:  # renamed into it before its fsync failed
-                    self._suspects.failed(path, fd)
             except BaseException as exc:  # re-raised by finish()
-                self._suspects.failed(path, fd)
                 self._error = self._error or exc
             finally:
                 try:
@@ -248,8 +253,11 @@ class Flusher:
             for thread in self._threads:
                 thread.join()
         if self._error is not None:
-            for shard in self._failed_dirs:  # its files the other thread took for synced
-                for path in self._synced.get(shard, ()):
+            # every block file of a shard whose fsync failed: the other thread may have taken
+            # some for synced (Linux reports a writeback error once, to whoever asks first);
+            # listing the shard keeps no paths during the batch (same bytes, replaced atomically)
+            for shard in self._failed_dirs:
+                for path in _block_files(shard):
                     self._suspects.failed(path)
             raise self._error
         if self.syncfs is not None and not (self._recheck and not syncfs_pays()):

@@ -87,12 +87,15 @@ def _shard_identities(blocks: Path) -> set[_Identity]:
     known = _SHARDS.get(key)
     if known is None or known[0] != top.st_mtime_ns:
         ids = {key}
-        with contextlib.suppress(OSError), os.scandir(blocks) as shards:
-            for shard in shards:
-                with contextlib.suppress(OSError):  # one that vanished: the others are still compared
-                    if shard.is_dir(follow_symlinks=False):
-                        st = shard.stat(follow_symlinks=False)
-                        ids.add((st.st_dev, st.st_ino))
+        try:
+            with os.scandir(blocks) as shards:
+                for shard in shards:
+                    with contextlib.suppress(OSError):  # one that vanished: the others are still compared
+                        if shard.is_dir(follow_symlinks=False):
+                            st = shard.stat(follow_symlinks=False)
+                            ids.add((st.st_dev, st.st_ino))
+        except OSError:  # EMFILE, EIO: what was found now, and nothing kept for the next call
+            return ids
         known = _SHARDS[key] = (top.st_mtime_ns, frozenset(ids))
     return set(known[1])
 
