@@ -117,7 +117,6 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600, *, pass_foreign: bool
                 linked = True
             except FileExistsError:
                 if _foreign(tmp, out, purpose, pass_foreign):
-                    _sweep_own(tmp)
                     return fd, private  # the shared name is squatted: this private one, unguarded
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
@@ -140,7 +139,8 @@ def claim_temp(out: Path, purpose: str, mode: int = 0o600, *, pass_foreign: bool
 
 def _foreign(tmp: Path, out: Path, purpose: str, passable: bool) -> bool:
     """Whether the file at the guard name `tmp` belongs to another user, who could hold it
-    forever: True if that may be passed by, else InputValidationError."""
+    forever: True if that may be passed by (then our own killed runs' leftovers beside it
+    are swept: _sweep_own), else InputValidationError."""
     try:
         owner = os.lstat(tmp).st_uid
     except FileNotFoundError:
@@ -148,6 +148,7 @@ def _foreign(tmp: Path, out: Path, purpose: str, passable: bool) -> bool:
     if owner == os.geteuid():
         return False
     if passable:
+        _sweep_own(tmp)
         return True
     raise InputValidationError(f"{tmp}, the temp name of a {purpose} to {out}, belongs to another user "
                                f"(uid {owner}): remove it, or write {out.name} to a directory of your own")
@@ -212,7 +213,6 @@ def _claim_without_links(fd: int, private: Path, tmp: Path, out: Path, purpose: 
     cleaned up by claim_temp (fd closed, the private file removed)."""
     if os.path.lexists(tmp):
         if _foreign(tmp, out, purpose, pass_foreign):
-            _sweep_own(tmp)
             return fd, private  # squatted (see claim_temp)
         _remove_leftover(tmp, out, purpose)
     os.replace(private, tmp)

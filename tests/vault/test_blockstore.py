@@ -927,6 +927,17 @@ def test_a_failed_sync_of_a_batch_never_loses_the_blocks_it_found_present(tmp_pa
     assert b"".join(export(root, store.get)) == data
 
 
+def _blocks_of_one_shard(store: FilesystemBlockstore, count: int) -> list[tuple[CID, bytes]]:
+    """`count` random blocks whose files land in the same shard of `store`."""
+    by_shard: dict[str, list[tuple[CID, bytes]]] = {}
+    while True:
+        data = os.urandom(64)
+        cid = CID.from_sha256(data)
+        found = by_shard.setdefault(store._path(cid).parent.name, [])
+        found.append((cid, data))
+        if len(found) == count:
+            return found
+
 def test_a_background_batch_rewrites_the_blocks_renamed_into_a_shard_whose_fsync_failed(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
@@ -935,12 +946,7 @@ def test_a_background_batch_rewrites_the_blocks_renamed_into_a_shard_whose_fsync
     monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
     monkeypatch.setattr(bs_flusher.Flusher, "_THREADS", 1)  # one fsync thread: a fixed order
     store = FilesystemBlockstore(tmp_path / "s", sync_method="fsync")
-    by_shard: dict[str, list[tuple[CID, bytes]]] = {}
-    while not any(len(v) == 3 for v in by_shard.values()):  # three blocks of one shard
-        data = os.urandom(64)
-        cid = CID.from_sha256(data)
-        by_shard.setdefault(store._path(cid).parent.name, []).append((cid, data))
-    blocks = next(v for v in by_shard.values() if len(v) == 3)
+    blocks = _blocks_of_one_shard(store, 3)
     shard = str(store._path(blocks[0][0]).parent)
     queued = threading.Event()
     armed = [True]
@@ -979,12 +985,7 @@ def test_a_block_the_other_fsync_thread_took_for_synced_is_rewritten_too(
 
     monkeypatch.setattr(bs_filesystem, "_NATIVE", False)
     store = FilesystemBlockstore(tmp_path / "s", sync_method="fsync")
-    by_shard: dict[str, list[tuple[CID, bytes]]] = {}
-    while not any(len(v) == 2 for v in by_shard.values()):
-        data = os.urandom(64)
-        cid = CID.from_sha256(data)
-        by_shard.setdefault(store._path(cid).parent.name, []).append((cid, data))
-    blocks = next(v for v in by_shard.values() if len(v) == 2)
+    blocks = _blocks_of_one_shard(store, 2)
     shard = store._path(blocks[0][0]).parent
     real = bs_flusher.fsync_dir
     calls = [0]

@@ -56,9 +56,9 @@ class Suspects:
         self._paths: set[Path] = set()
         self._lock = threading.Lock()
 
-    def failed(self, path: Path, fd: int | None = None) -> None:
-        """The sync of the block file at `path` failed (on descriptor `fd`, if known)."""
-        del fd  # whichever file is at `path` now is rewritten: the same bytes either way
+    def failed(self, path: Path) -> None:
+        """The sync of the block file at `path` failed: whichever file is there now is
+        rewritten (the same bytes, whoever wrote it)."""
         try:
             _rewrite(path)
         except FileNotFoundError:
@@ -91,9 +91,9 @@ def _block_files(shard: Path) -> list[Path]:
 def _rewrite(path: Path) -> None:
     """The block file at `path` written anew and made durable (see Suspects)."""
     cid = block_cid(path.stem)
-    data = path.read_bytes()
     if cid is None:
         raise FileNotFoundError(path)  # not a block file's name: not ours to rewrite
+    data = path.read_bytes()
     cid.verify(data)
     _fileio.write_durably(path, data)
 
@@ -162,7 +162,7 @@ class Flusher:
                     try:
                         os.fsync(fd)
                     except BaseException:
-                        self._suspects.failed(path, fd)
+                        self._suspects.failed(path)
                         raise
                     try:
                         fsync_dir(path.parent)  # the rename into it came before: it is covered
@@ -195,7 +195,7 @@ class Flusher:
             os.fsync(fd)
             fsync_dir(path.parent)
         except BaseException:
-            self._suspects.failed(path, fd)
+            self._suspects.failed(path)
             raise
         finally:
             os.close(fd)
@@ -287,7 +287,7 @@ def flush(files: list[Path], dirs: set[Path], suspects: Suspects) -> None:
             os.fsync(fd)
         except OSError as exc:
             error = error or exc
-            suspects.failed(path, fd)
+            suspects.failed(path)
         finally:
             os.close(fd)
     for shard in dirs:

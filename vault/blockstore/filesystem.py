@@ -135,14 +135,13 @@ class FilesystemBlockstore(_Pinning):
         if flusher is not None:
             flusher.submit(fd, path)  # fsynced later (see batch()); closes fd
             return
-        try:
-            if self._sync:
+        os.close(fd)
+        if self._sync:
+            try:
                 fsync_dir(shard)
-        except BaseException:
-            self._suspects.failed(path, fd)
-            raise
-        finally:
-            os.close(fd)
+            except BaseException:
+                self._suspects.failed(path)
+                raise
 
     def _put_native(self, tmp: Path, path: Path, data: bytes | bytearray | memoryview, direct: bool,
                     batch: Batch | None) -> None:
