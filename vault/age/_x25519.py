@@ -64,6 +64,9 @@ class X25519Recipient:
 
     @classmethod
     def parse(cls, s: str) -> X25519Recipient:
+        """`age1…`, or `AGE1…` all in upper case, as Bech32 (BIP 173) and rage accept it;
+        the `age` tool refuses the upper-case form, and str() always gives the lower case
+        one, so nothing written here is refused there. InvalidKeyError otherwise."""
         hrp, data = _bech32.decode(s)
         if hrp != RECIPIENT_HRP:
             raise InvalidKeyError("not an age X25519 recipient (expected 'age1…')")
@@ -122,7 +125,8 @@ class X25519Identity(_SecretKey):
 
     @classmethod
     def parse(cls, s: str) -> X25519Identity:
-        """`AGE-SECRET-KEY-1…` in upper or lower case (not mixed). InvalidKeyError otherwise."""
+        """`AGE-SECRET-KEY-1…` in upper or lower case (not mixed), as Bech32 and rage accept
+        it (the `age` tool only the upper case that str() gives). InvalidKeyError otherwise."""
         hrp, data = _bech32.decode(s)
         if hrp != IDENTITY_HRP:
             raise InvalidKeyError("not an age X25519 identity (expected 'AGE-SECRET-KEY-1…')")
