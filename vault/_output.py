@@ -72,6 +72,7 @@ class _Syncer:
         self._due = False
         self._done = False
         self._error: OSError | None = None
+        self._stopped = threading.Event()  # waited for instead of a join (vault/_threads.py)
         self._thread = threading.Thread(target=self._run, name="vault-sync", daemon=True)
         self._thread.start()
 
@@ -84,22 +85,26 @@ class _Syncer:
                 self._wake.notify()
 
     def _run(self) -> None:
-        while True:
-            with self._wake:
-                while not (self._due or self._done):
-                    self._wake.wait()
-                if self._done:
-                    return
-                self._due = False
-            try:
-                os.fdatasync(self._fd)
-            except OSError as exc:
-                self._error = self._error or exc
+        try:
+            while True:
+                with self._wake:
+                    while not (self._due or self._done):
+                        self._wake.wait()
+                    if self._done:
+                        return
+                    self._due = False
+                try:
+                    os.fdatasync(self._fd)
+                except OSError as exc:
+                    self._error = self._error or exc
+        finally:
+            self._stopped.set()
 
     def close(self, *, check: bool = True) -> None:
+        """Stop the thread and wait for it; safe to call again after an interruption."""
         with self._wake:
             self._done = True
             self._wake.notify()
-        self._thread.join()
+        self._stopped.wait()
         if check and self._error is not None:
             raise self._error

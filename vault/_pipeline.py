@@ -39,6 +39,7 @@ from typing import Any, BinaryIO
 from vault import _accel
 from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, ChunkOpener, byte_view, iter_runs
 from vault._output import _Output
+from vault._threads import stop_all, wait_out
 from vault._mfbase import FormatError
 from vault._mfdagpb import link_cids
 from vault.cid import CID, DAG_PB, RAW
@@ -261,12 +262,12 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
                     reported = due
         worker.close()
         writer.close()
+        output.close()
     except BaseException:
-        worker.abort()
-        writer.abort()
-        output.close(check=False)
+        # every thread stopped before `fd` can be closed (vault/_threads.py): the decrypt
+        # worker first (it waits for the writer's buffers), then the writer and the syncer
+        stop_all(worker.abort, writer.abort, lambda: wait_out(lambda: output.close(check=False)))
         raise
-    output.close()
     if progress is not None and written > reported:
         progress(written - reported)
     return written
@@ -285,6 +286,9 @@ def _plaintext_reader(src: BinaryIO | Path | Iterable[bytes] | bytes, stack: con
     return _PieceReader(src)
 
 
+_NO_MORE = object()
+
+
 class _PieceReader:
     """readinto() over an iterable of bytes pieces."""
 
@@ -294,8 +298,8 @@ class _PieceReader:
 
     def readinto(self, buffer: memoryview) -> int:
         while not self._current:
-            piece = next(self._pieces, None)
-            if piece is None:
+            piece = next(self._pieces, _NO_MORE)
+            if piece is _NO_MORE:  # not None: a None piece is an error (byte_view), not an end
                 return 0
             self._current = byte_view(piece)
         n = min(len(buffer), len(self._current))
@@ -354,7 +358,8 @@ class _Sink:
     a worker has moved past an item (also for items skipped after a failure, so buffer
     pools refill). A failure in a worker is re-raised to the producer at its next put() or
     at close(); the workers keep taking items so the producer never blocks on a dead
-    thread. With several threads, items are taken in order but may finish out of order."""
+    thread. With several threads, items are taken in order but may finish out of order.
+    close() and abort() return only once every worker has stopped (vault/_threads.py)."""
 
     _END = object()
 
@@ -365,17 +370,23 @@ class _Sink:
         self._release = release
         self._queue: queue.Queue[Any] = queue.Queue(depth)
         self._error: BaseException | None = None
-        self._closed = False
+        self._ends = 0  # end markers put
+        self._cancelled = False  # abort(): what is still queued is released, not drained
+        self._stopped = [threading.Event() for _ in range(threads)]  # each worker's last step
         # each worker runs in a copy of the producer's context, so that what it does joins
         # what the producer holds (a blockstore's batch: seal's puts are the writers')
-        self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._run,),
+        self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._run, stopped),
                                           name=f"vault-{name}{n if threads > 1 else ''}", daemon=True)
-                         for n in range(threads)]
+                         for n, stopped in enumerate(self._stopped)]
         for thread in self._threads:
             thread.start()
 
     def _items(self, ended: list[bool]) -> Iterator[Any]:
         while (item := self._queue.get()) is not self._END:
+            if self._cancelled:
+                if self._release is not None:
+                    self._release(item)
+                continue
             try:
                 yield item
             finally:
@@ -383,20 +394,23 @@ class _Sink:
                     self._release(item)
         ended.append(True)
 
-    def _run(self) -> None:
-        ended: list[bool] = []
-        items = self._items(ended)
+    def _run(self, stopped: threading.Event) -> None:
         try:
-            self._drain(items)
-        except BaseException as exc:  # handed to the producer
-            self._error = self._error or exc
+            ended: list[bool] = []
+            items = self._items(ended)
+            try:
+                self._drain(items)
+            except BaseException as exc:  # handed to the producer
+                self._error = self._error or exc
+            finally:
+                items.close()  # releases the item the drain stopped at
+            if not ended:
+                if self._error is None:  # drain returned early: nothing may follow what it took
+                    self._error = InputValidationError("the pipeline worker stopped before the end of its input")
+                for _ in self._items(ended):
+                    pass
         finally:
-            items.close()  # releases the item the drain stopped at
-        if not ended:
-            if self._error is None:  # drain returned early: nothing may follow what it took
-                self._error = InputValidationError("the pipeline worker stopped before the end of its input")
-            for _ in self._items(ended):
-                pass
+            stopped.set()
 
     def put(self, item: Any) -> None:
         if self._error is not None:
@@ -404,15 +418,23 @@ class _Sink:
         self._queue.put(item)
 
     def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            for _ in self._threads:
-                self._queue.put(self._END)
-            for thread in self._threads:
-                thread.join()
+        """End the input, wait for every worker, raise the first one's failure. Interrupted,
+        it resumes where it was when called again (or through abort())."""
+        self._finish()
         if self._error is not None:
             raise self._error
 
-    def abort(self) -> None:
-        with contextlib.suppress(BaseException):
-            self.close()
+    def _finish(self) -> None:
+        while self._ends < len(self._threads):
+            self._queue.put(self._END)
+            self._ends += 1
+        for stopped in self._stopped:
+            stopped.wait()
+
+    def abort(self) -> BaseException | None:
+        """Stop without finishing: what is still queued is released unused (an aborted seal
+        stores no more blocks), and wait for every worker whatever interrupts the wait. A
+        worker's failure is dropped (the producer raises its own); the first interruption
+        of the wait is returned, for the producer to raise once everything is stopped."""
+        self._cancelled = True
+        return wait_out(self._finish)

@@ -49,6 +49,7 @@ from typing import Any
 from vault import _accel
 from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, TAG_SIZE, ChunkSealer, read_full
 from vault._pipeline import _PLAIN_BUFFER, _Sink
+from vault._threads import stop_all
 
 Emit = Callable[[int, memoryview, "bytes | None"], None]
 Progress = Callable[[int], None]
@@ -303,7 +304,6 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
         stage.close()
         out.close()
     except BaseException:
-        stage.abort()
-        out.abort()
+        stop_all(stage.abort, out.abort)  # both stopped before the import gate opens (vault/_threads.py)
         raise
     return total, handed

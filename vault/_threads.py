@@ -1,0 +1,40 @@
+"""Waiting for the vault's worker threads whatever interrupts the wait. Private.
+
+A stage thread of seal or open that is still running after its caller gave up on it keeps
+doing its work: open's writer went on writing plaintext into the output's descriptor after
+atomic_output had closed it, that is into whatever file the process opened next under the
+same number (3 MiB of plaintext landed in an unrelated file that way), and seal's writers
+went on storing blocks outside the import gate, where a gc had just run. So a caller that
+stops its threads waits until they have stopped, even through a KeyboardInterrupt (or an
+exception a signal handler raises), and raises that interrupt only afterwards.
+
+Thread.join() is not what is waited on: interrupted, Python 3.11 marks a thread stopped
+that is still running (bpo-45274), and the next join() returns at once. Each thread sets
+an Event as its last step instead.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+def wait_out(wait: Callable[[], object]) -> BaseException | None:
+    """Call `wait()` (which must be safe to call again after an interruption) until it
+    returns; the first interruption, or None, for the caller to raise once all is stopped."""
+    first: BaseException | None = None
+    while True:
+        try:
+            wait()
+            return first
+        except BaseException as exc:  # noqa: BLE001 - raised by the caller, afterwards
+            first = first or exc
+
+
+def stop_all(*steps: Callable[[], BaseException | None]) -> None:
+    """Run every step (each waits out its threads and returns the interruption it got),
+    then raise the first interruption, if any."""
+    first: BaseException | None = None
+    for step in steps:
+        got = step()
+        first = first or got
+    if first is not None:
+        raise first
