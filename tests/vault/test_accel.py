@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from vault import _accel
 from vault.age._kdf import hkdf_sha256
-from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, TAG_SIZE, ChunkSealer, _chunk_nonce, seal
+from vault.age._stream import CHUNK_SIZE, ENC_CHUNK_SIZE, TAG_SIZE, ChunkOpener, ChunkSealer, _chunk_nonce, seal
 from vault.errors import InputValidationError
 
 KEY = bytes(range(16))
@@ -120,6 +120,7 @@ def test_stream_seal_of_the_empty_final_chunk() -> None:
     (bytes(31), 0, 2 * ENC_CHUNK_SIZE),  # a key the C code would read past
     (bytes(32), -1, 2 * ENC_CHUNK_SIZE),
     (bytes(32), 1 << 64, 2 * ENC_CHUNK_SIZE),
+    (bytes(32), (1 << 64) - 1, 2 * ENC_CHUNK_SIZE),  # its second chunk's index would wrap to 0: a nonce reused
 ])
 def test_stream_seal_refuses_what_the_c_code_would_overrun(key: bytes, first: int, out_size: int) -> None:
     out = bytearray(out_size + 8)
@@ -186,6 +187,22 @@ def test_seal_run_past_64_bit_indexes_falls_back_to_cryptography() -> None:
 
 
 # -- native STREAM open runs ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_open_run_across_the_64_bit_index_boundary(native: bool) -> None:
+    """Chunks (2**64 - 1) and 2**64: past what the native call takes, so cryptography's."""
+    if native and not _accel.available:
+        pytest.skip("vault/_accel is not built")
+    key = hkdf_sha256(KEY, NONCE, b"payload")
+    first = (1 << 64) - 1
+    plain = os.urandom(2 * CHUNK_SIZE)
+    run = bytearray(2 * ENC_CHUNK_SIZE)
+    ChunkSealer(KEY, NONCE).seal_run(first, plain, run, False)
+    opener = ChunkOpener(ChaCha20Poly1305(key), key if native else None)
+    opener._counter = first
+    out = bytearray(len(plain))
+    assert opener.open_run(run, out) == len(plain) and bytes(out) == plain
 
 
 @needs_native

@@ -1,10 +1,12 @@
 """The blockstore's native put (vault/_accel tl_write_block): the same files and the same
 durability as the Python path, which tests/vault/test_blockstore.py checks by counting
 os.fsync calls. The C code makes its syscalls directly, so here they are traced with
-strace in a child process and their order is checked: temp file created (O_DIRECT where
-asked), written, fsynced, renamed into place, then its shard directory fsynced."""
+strace in a child process and their order is checked: temp file created (then switched
+to O_DIRECT where asked), written, fsynced, renamed into place, then its shard directory
+fsynced. And both paths on a real filesystem without O_DIRECT (ramfs, as root)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -63,7 +65,7 @@ def _trace(tmp_path: Path, mode: str, n: int = 3, size: int = MIB,
         pytest.skip("strace is not installed (Debian package strace; `make setup` installs it)")
     log = tmp_path / "trace.log"
     proc = subprocess.run(
-        ["strace", "-f", "-qq", "-e", "trace=openat,write,fsync,fdatasync,syncfs,rename,renameat,renameat2,close",
+        ["strace", "-f", "-qq", "-e", "trace=openat,fcntl,write,fsync,fdatasync,syncfs,rename,renameat,renameat2,close",
          "-e", "signal=none", "-o", str(log), sys.executable, "-c", CHILD, str(REPO), str(tmp_path / "store"),
          mode, str(n), str(size), method],
         capture_output=True, text=True, check=True)
@@ -103,10 +105,11 @@ def test_each_block_is_written_fsynced_renamed_then_its_shard_fsynced(tmp_path: 
     for final in paths:
         tmp = _tmp_of(lines, final)
         assert Path(tmp).parent == Path(final).parent and Path(tmp).name.startswith(".")
-        flags = "O_DIRECT" if mode == "background" else "O_EXCL"
-        opened, fd = _fd_of(lines, tmp, flags=flags)
-        assert "O_CREAT|O_EXCL" in lines[opened]
+        opened, fd = _fd_of(lines, tmp, flags="O_EXCL")
+        assert "O_CREAT|O_EXCL" in lines[opened] and "O_DIRECT" not in lines[opened]
         wrote = _index(lines, rf"^write\({fd}, .*= {MIB}$", opened)
+        if mode == "background":  # past the page cache, switched on after the open (tl_write_block)
+            assert opened < _index(lines, rf"^fcntl\({fd}, F_SETFL, [A-Z_|]*O_DIRECT.*= 0", opened) < wrote
         synced = _index(lines, rf"^fsync\({fd}\)\s*= 0", wrote)
         renamed = _index(lines, rf'^rename\("{re.escape(tmp)}", "{re.escape(final)}"\)\s*= 0', synced)
         dir_opened, dir_fd = _fd_of(lines[renamed:], str(Path(final).parent), flags="O_DIRECTORY")
@@ -185,3 +188,60 @@ def test_native_puts_make_missing_shards_and_blocks_read_back(tmp_path: Path, mo
             store.put(cid, view)
     assert all(store.get(cid) == data for cid, data, _ in blocks)
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@contextlib.contextmanager
+def _ramfs(where: Path):
+    """A ramfs mounted at `where` (it has no O_DIRECT: open(O_DIRECT) creates the file, then
+    fails with EINVAL), or a skip."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a ramfs needs root")
+    where.mkdir()
+    if subprocess.run(["mount", "-t", "ramfs", "ramfs", str(where)], capture_output=True).returncode:
+        pytest.skip("mount -t ramfs is not allowed here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_filesystem_without_o_direct_stores_sealed_versions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             native: bool) -> None:
+    """Seal asks for O_DIRECT writes: on ramfs every put used to fail with EEXIST (the
+    fallback's second O_EXCL open found the file the refused open had made) and left that
+    temp file behind."""
+    from vault.age import X25519Identity
+    from vault.vault import Vault
+
+    monkeypatch.setattr(bs_filesystem, "_NATIVE", native)
+    with _ramfs(tmp_path / "ramfs") as fs:
+        probe = fs / "probe"
+        with pytest.raises(OSError):  # what the test relies on: this filesystem refuses O_DIRECT
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DIRECT))
+        probe.unlink()
+        owner = X25519Identity.generate()
+        vault = Vault(FilesystemBlockstore(fs / "store"), owner)
+        plaintext = os.urandom(3 * MIB + 5)
+        sealed = vault.seal(plaintext)
+        vault.open(sealed.cid, None, owner, fs / "out", commitment=sealed.commitment)
+        assert (fs / "out").read_bytes() == plaintext
+        assert not list(fs.rglob("*.tmp"))
+
+
+def test_a_failed_write_block_does_not_keep_the_buffer_exported(tmp_path: Path) -> None:
+    """A seal writer keeps the exception of a failed put and then releases its buffer: a
+    buffer still exported by the failed call's frame made that release raise BufferError."""
+    view = memoryview(mmap.mmap(-1, 1 << 16))
+    with pytest.raises(FileNotFoundError) as failed:
+        _accel.write_block(str(tmp_path / "missing" / ".t"), str(tmp_path / "missing" / "t"), str(tmp_path), view,
+                           direct=False, sync=False)
+    assert failed.value.filename2 == str(tmp_path / "missing" / "t")  # either path may be the one
+    view.release()  # BufferError while the traceback (in `failed`) held the export
+
+
+def test_a_path_with_a_nul_byte_is_refused_not_cut_short(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="null byte"):
+        _accel.write_block(str(tmp_path / ".t"), str(tmp_path / "f\0junk"), str(tmp_path), b"x",
+                           direct=False, sync=False)
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import hashlib
 import functools
 import io
@@ -453,18 +454,28 @@ def test_a_direct_batch_stores_exactly_the_bytes_aligned_or_not(tmp_path: Path, 
 
 
 def test_a_filesystem_without_o_direct_gets_the_page_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A filesystem that refuses O_DIRECT at open (EINVAL, as tmpfs did before Linux 6.6):
-    the block is written through the page cache, and so are the next ones."""
-    real_open = os.open
+    """A filesystem that refuses O_DIRECT (EINVAL, as ramfs does, and tmpfs before Linux
+    6.6): the block is written through the page cache, and so are the next ones. As the
+    kernel does, an open with O_DIRECT creates the file before it fails, and fcntl refuses
+    to set it (the real thing, C path too: test_blockstore_native.py, on ramfs)."""
+    real_open, real_fcntl = os.open, bs_filesystem.fcntl.fcntl
     refused: list[str] = []
 
     def no_direct(path, flags, *args):
-        if flags & getattr(os, "O_DIRECT", 0):
+        if flags & os.O_DIRECT:
+            os.close(real_open(path, flags & ~os.O_DIRECT, *args))
             refused.append(str(path))
             raise OSError(errno.EINVAL, "Invalid argument")
         return real_open(path, flags, *args)
 
+    def no_direct_fcntl(fd, cmd, arg=0):
+        if cmd == fcntl.F_SETFL and arg & os.O_DIRECT:
+            refused.append(fd)
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_fcntl(fd, cmd, arg)
+
     monkeypatch.setattr(os, "open", no_direct)
+    monkeypatch.setattr(bs_filesystem.fcntl, "fcntl", no_direct_fcntl)
     monkeypatch.setattr(bs_filesystem, "_NATIVE", False)  # the C path's fallback: test_blockstore_native.py
     store = FilesystemBlockstore(tmp_path)
     blocks = []
@@ -478,6 +489,7 @@ def test_a_filesystem_without_o_direct_gets_the_page_cache(tmp_path: Path, monke
             store.put(cid, view)
     assert len(refused) == 1  # tried once, then the page cache for the rest of the batch
     assert [store.get(cid) for cid, _, _ in blocks] == [data for _, data, _ in blocks]
+    assert not list(tmp_path.rglob("*.tmp"))
 
 
 def _dag(tmp_path: Path, owner) -> tuple[FilesystemBlockstore, CID, list[CID]]:

@@ -41,10 +41,16 @@ Buffer = Any  # bytes, bytearray, memoryview, mmap: anything with the buffer pro
 def _sha256_native(messages: Sequence[Buffer]) -> list[bytes]:
     n = len(messages)
     views = [_ffi.from_buffer(m) for m in messages]  # kept alive across the call
-    ptrs = _ffi.new("const uint8_t *[]", views)
-    lens = _ffi.new("size_t[]", [len(v) for v in views])
-    out = bytearray(32 * n)
-    if _lib.tl_sha256_lanes(n, ptrs, lens, _ffi.from_buffer(out)) != 0:
+    try:
+        ptrs = _ffi.new("const uint8_t *[]", views)
+        lens = _ffi.new("size_t[]", [len(v) for v in views])
+        out = bytearray(32 * n)
+        with _ffi.from_buffer(out) as dst:
+            rc = _lib.tl_sha256_lanes(n, ptrs, lens, dst)
+    finally:
+        for view in views:  # released now, not when a traceback lets go of this frame
+            _ffi.release(view)
+    if rc != 0:
         raise RuntimeError("tl_sha256_lanes refused its input")  # cannot happen: checked below
     return [bytes(out[32 * i : 32 * i + 32]) for i in range(n)]
 
@@ -129,11 +135,14 @@ def stream_seal(key: bytes, first: int, plain: Buffer, final: bool, out: Buffer)
     checks the chunk rules and sizes; this only requires `available`."""
     if not available:
         raise RuntimeError("the native accelerator is not available")
-    src, dst = _ffi.from_buffer(plain), _ffi.from_buffer(out, require_writable=True)
-    need = len(src) + 16 * max(1, -(-len(src) // 65536))
-    if len(key) != 32 or not 0 <= first < 1 << 64 or len(dst) < need:  # the C code trusts these
-        raise ValueError(f"stream_seal: bad key, index or output size ({len(dst)} < {need})")
-    written = _lib.tl_stream_seal(key, first, src, len(src), bool(final), dst)
+    # `with`: the buffers are released when the call ends, not when its frame goes (a
+    # traceback kept in a pipeline's error kept `out` exported: its release() then failed)
+    with _ffi.from_buffer(plain) as src, _ffi.from_buffer(out, require_writable=True) as dst:
+        count = max(1, -(-len(src) // 65536))
+        need = len(src) + 16 * count
+        if len(key) != 32 or not 0 <= first or first + count > 1 << 64 or len(dst) < need:  # the C code trusts these
+            raise ValueError(f"stream_seal: bad key, index or output size ({len(dst)} < {need})")
+        written = _lib.tl_stream_seal(key, first, src, len(src), bool(final), dst)
     if written < 0:
         raise RuntimeError(f"OpenSSL failed to seal a STREAM run ({written})")
     return written
@@ -146,11 +155,11 @@ def stream_open(key: bytes, first: int, ciphertext: Buffer, out: Buffer) -> int:
     out past those is garbage. The caller (ChunkOpener) checks the chunk rules."""
     if not available:
         raise RuntimeError("the native accelerator is not available")
-    src, dst = _ffi.from_buffer(ciphertext), _ffi.from_buffer(out, require_writable=True)
-    count, rest = divmod(len(src), 65552)
-    if len(key) != 32 or rest or not 0 <= first or first + count > 1 << 64 or len(dst) < 65536 * count:
-        raise ValueError(f"stream_open: bad key, index or sizes ({len(src)} -> {len(dst)})")
-    done = _lib.tl_stream_open(key, first, src, count, dst)
+    with _ffi.from_buffer(ciphertext) as src, _ffi.from_buffer(out, require_writable=True) as dst:
+        count, rest = divmod(len(src), 65552)
+        if len(key) != 32 or rest or not 0 <= first or first + count > 1 << 64 or len(dst) < 65536 * count:
+            raise ValueError(f"stream_open: bad key, index or sizes ({len(src)} -> {len(dst)})")
+        done = _lib.tl_stream_open(key, first, src, count, dst)
     if done < 0:
         raise RuntimeError(f"OpenSSL failed to open a STREAM run ({done})")
     return done
@@ -160,7 +169,8 @@ def page_aligned(data: Buffer, alignment: int = 4096) -> bool:
     """Whether `data` starts on an `alignment` boundary in memory (what O_DIRECT needs)."""
     if not available:
         raise RuntimeError("the native accelerator is not available")
-    return int(_ffi.cast("uintptr_t", _ffi.from_buffer(data))) % alignment == 0
+    with _ffi.from_buffer(data) as view:
+        return int(_ffi.cast("uintptr_t", view)) % alignment == 0
 
 
 def write_block(tmp: str, final: str, directory: str, data: Buffer, *, direct: bool, sync: bool) -> bool:
@@ -169,10 +179,12 @@ def write_block(tmp: str, final: str, directory: str, data: Buffer, *, direct: b
     filesystem or the buffer refused O_DIRECT and the page cache was used; raises OSError."""
     if not available:
         raise RuntimeError("the native accelerator is not available")
-    src = _ffi.from_buffer(data)
-    rc = _lib.tl_write_block(os.fsencode(tmp), os.fsencode(final), os.fsencode(directory), src, len(src),
-                             bool(direct), bool(sync))
-    if rc < 0:
-        raise OSError(-rc, os.strerror(-rc), tmp)
+    paths = [os.fsencode(p) for p in (tmp, final, directory)]
+    if any(b"\0" in p for p in paths):  # C would cut the path there
+        raise ValueError("embedded null byte in a block path")
+    with _ffi.from_buffer(data) as src:
+        rc = _lib.tl_write_block(*paths, src, len(src), bool(direct), bool(sync))
+    if rc < 0:  # from any step: the temp file's creation or write, its rename, the directory's fsync
+        raise OSError(-rc, os.strerror(-rc), tmp, None, final)
     return rc == 1
 

@@ -428,6 +428,8 @@ static int write_all(int fd, const uint8_t *data, size_t len) {
             if (errno == EINTR) continue;
             return -errno;
         }
+        if (n == 0)
+            return -EIO; /* no progress: never loop on it */
         data += n;
         len -= (size_t)n;
     }
@@ -443,25 +445,35 @@ static int fsync_path(const char *dir) {
 }
 
 /* One block file as FilesystemBlockstore.put writes it, in one call without the GIL:
- * create `tmp` (O_EXCL; O_DIRECT when `direct`), write `len` bytes, fsync it if `sync`,
- * rename it to `final`, then fsync the directory `dir` if `sync`. A filesystem or a buffer
- * that refuses O_DIRECT (EINVAL) gets the page cache instead. Returns 0, 1 when O_DIRECT
- * was refused (the caller stops asking), or -errno after removing `tmp`. */
+ * create `tmp` (O_EXCL), switch it to O_DIRECT when `direct`, write `len` bytes, fsync it
+ * if `sync`, rename it to `final`, then fsync the directory `dir` if `sync`. A filesystem
+ * or a buffer that refuses O_DIRECT (EINVAL) gets the page cache instead. Returns 0, 1 when
+ * O_DIRECT was refused (the caller stops asking), or -errno after removing `tmp`.
+ * O_DIRECT is set by fcntl after the open, not passed to open(): a filesystem without it
+ * (ramfs, tmpfs before Linux 6.6) fails the open with EINVAL only after it has created
+ * the file, so a second O_EXCL open of the same name would find it there (EEXIST). */
 int tl_write_block(const char *tmp, const char *final, const char *dir, const uint8_t *data, size_t len,
                    int direct, int sync) {
-    int refused = 0, rc;
-    int flags = O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC;
-    int fd = open(tmp, flags | (direct ? O_DIRECT : 0), 0666);
-    if (fd < 0 && direct && errno == EINVAL) {
-        refused = 1;
-        direct = 0;
-        fd = open(tmp, flags, 0666);
-    }
+    int refused = 0, rc = 0, fl;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0)
         return -errno;
-    rc = write_all(fd, data, len);
+    if (direct) {
+        if ((fl = fcntl(fd, F_GETFL)) < 0)
+            rc = -errno;
+        else if (fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) {
+            if (errno == EINVAL) { /* this filesystem has no O_DIRECT */
+                refused = 1;
+                direct = 0;
+            } else
+                rc = -errno;
+        }
+    }
+    if (rc == 0)
+        rc = write_all(fd, data, len);
     if (rc == -EINVAL && direct) { /* memory or size not aligned: through the page cache */
-        if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) < 0 || fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_DIRECT) < 0)
+        if (ftruncate(fd, 0) || lseek(fd, 0, SEEK_SET) < 0 || (fl = fcntl(fd, F_GETFL)) < 0
+            || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
             rc = -errno;
         else
             rc = write_all(fd, data, len);

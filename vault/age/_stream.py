@@ -195,7 +195,7 @@ class ChunkOpener:
             raise PayloadError("payload truncated: short chunk")
         src, dst = memoryview(run), memoryview(out)
         done = 0
-        if self._key is not None and count and not self.finished and self._counter + count <= _MAX_COUNTER:
+        if self._key is not None and count and not self.finished and self._counter + count <= 1 << 64:
             done = _accel.stream_open(self._key, self._counter, src, dst)
             self._counter += done
         for k in range(done, count):

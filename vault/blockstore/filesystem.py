@@ -115,8 +115,7 @@ class FilesystemBlockstore(_Pinning):
                 data = aligned_copy(data)
             self._put_native(tmp, path, data, direct, batch)
             return
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-        fd = self._create(tmp, flags | O_DIRECT if direct else flags, batch)
+        fd, direct = self._create(tmp, direct, batch)
         flusher = batch.flusher if batch is not None else None
         try:
             if direct:
@@ -177,22 +176,31 @@ class FilesystemBlockstore(_Pinning):
         if self._sync and (flusher is None or not flusher.made_dir(self._blocks)):
             fsync_dir(self._blocks)
 
-    def _create(self, tmp: Path, flags: int, batch: Batch | None) -> int:
-        """Create the temp file `tmp` in its shard directory, making the shard on its first
-        block (_make_shard). A filesystem that refuses O_DIRECT (tmpfs before Linux 6.6)
-        gets the page cache, for the rest of the batch."""
-        for _ in range(2):
+    def _create(self, tmp: Path, direct: bool, batch: Batch | None) -> tuple[int, bool]:
+        """(fd, direct): the new temp file `tmp` in its shard directory, making the shard on
+        its first block (_make_shard), switched to O_DIRECT if `direct` and the filesystem
+        allows it. One that refuses O_DIRECT (ramfs, tmpfs before Linux 6.6) gets the page
+        cache, for the rest of the batch. O_DIRECT is set after the open: such a filesystem
+        refuses it at open only after it has created the file (see tl_write_block)."""
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(tmp, flags, 0o666)
+        except FileNotFoundError:
+            self._make_shard(tmp.parent, batch)
+            fd = os.open(tmp, flags, 0o666)
+        if direct:
             try:
-                return os.open(tmp, flags, 0o666)
-            except FileNotFoundError:
-                self._make_shard(tmp.parent, batch)
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | O_DIRECT)
             except OSError as exc:
-                if exc.errno != errno.EINVAL or not flags & O_DIRECT:
+                if exc.errno != errno.EINVAL:
+                    os.close(fd)
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
                     raise
                 if batch is not None:
                     batch.direct = False
-                flags &= ~O_DIRECT
-        return os.open(tmp, flags, 0o666)
+                return fd, False
+        return fd, direct
 
     def get(self, cid: CID, *, verify: bool = True, direct: bool = False) -> bytes:
         """The block's bytes, checked against `cid` (BlockMismatchError) unless
