@@ -122,7 +122,7 @@ def test_an_interrupted_seal_stores_nothing_after_it_raised(tmp_path, owner, mon
 
 
 def test_abort_waits_for_a_busy_worker_and_drops_what_is_queued() -> None:
-    gate = threading.Event()
+    gate, busy = threading.Event(), threading.Event()
     taken: list[int] = []
     released: list[int] = []
     finished: list[bool] = []
@@ -130,12 +130,14 @@ def test_abort_waits_for_a_busy_worker_and_drops_what_is_queued() -> None:
     def drain(items) -> None:
         for item in items:
             taken.append(item)
+            busy.set()
             gate.wait()
         finished.append(True)
 
     sink = _Sink(drain, "test", released.append, depth=8)
     for i in range(5):
         sink.put(i)
+    assert busy.wait(10)  # the worker holds item 0 when the abort comes
     threading.Timer(0.1, gate.set).start()
     assert sink.abort() is None
     assert finished  # returned only once the worker had stopped
