@@ -38,6 +38,29 @@ _PROC_FD = Path("/proc/self/fd")  # how an O_TMPFILE file gets a name without pr
 _STALE_READY = 60.0  # seconds: a live writer's .ready exists for microseconds
 
 
+_KINDS = {stat.S_IFDIR: "directory", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
+          stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket"}
+
+
+def output_path(out: Path) -> Path:
+    """Where atomic_output(out) puts its file: `out`, or the file a symbolic link at `out`
+    names (written through it, as cp does; the link stays). InputValidationError for an
+    existing output that is not a regular file, which the rename would replace by one (a
+    device, a FIFO: `-o /dev/null` made /dev/null a regular file), or that this process may
+    not write (open() would refuse a read-only file; rename(2) replaces it all the same)."""
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out  # dangling: what it names
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(st.st_mode):
+        kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
+        raise InputValidationError(f"{out} is a {kind}: the output must be a regular file or a new name")
+    if not os.access(target, os.W_OK):
+        raise InputValidationError(f"{out} is not writable")
+    return target
+
+
 def temp_path(out: Path, purpose: str) -> Path:
     digest = hashlib.sha256(os.fsencode(out.name)).hexdigest()[:20]
     return out.parent / f".twinledger-{purpose}-{digest}.part"
@@ -51,7 +74,10 @@ def atomic_output(out: Path, purpose: str, mode: int = 0o600, *,
     renamed over `out` and the directory fsynced (install_temp), on any failure removed;
     fd is closed either way. fd is an unnamed file where the filesystem allows it (see
     the module docstring), else the file at `tmp` itself. overwrite=False: an existing
-    `out` is left as it is and FileExistsError raised (see install_temp)."""
+    `out` is left as it is and FileExistsError raised (see install_temp); else `out` is
+    what output_path() makes of it (a symbolic link's target; not a device, not read-only)."""
+    if overwrite:
+        out = output_path(out)
     data = _unnamed(out.parent, mode)
     try:
         fd, tmp = claim_temp(out, purpose, mode, pass_foreign=data is not None)

@@ -84,7 +84,7 @@ from vault.blockstore._pinning import _Pinning
 from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError
-from vault.tempfiles import atomic_output
+from vault.tempfiles import atomic_output, output_path
 from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 
 Progress = Callable[[int], None]
@@ -228,10 +228,11 @@ class Vault:
         if header is not None and not isinstance(header, (bytes, bytearray)):
             raise InputValidationError(f"header must be bytes or None, got {type(header).__name__}")
         out = Path(out)
-        if not out.parent.is_dir():
-            raise InputValidationError(f"output directory {out.parent} does not exist")
         if out.is_dir():
             raise InputValidationError(f"output path {out} is a directory")
+        out = output_path(out)  # a symbolic link's target; not a device, not read-only
+        if not out.parent.is_dir():
+            raise InputValidationError(f"output directory {out.parent} does not exist")
         if isinstance(self.store, FilesystemBlockstore) and self.store.owns(out):
             raise InputValidationError(f"output path {out} is inside the block store at {self.store.root}")
 

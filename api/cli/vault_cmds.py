@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import os
+import stat
 import sys
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -71,12 +72,22 @@ def _notes(exc: BaseException) -> str:
 
 
 def _cli_errors(fn: F) -> F:
-    """Turn domain and OS errors into one line on stderr and exit status 1."""
+    """Turn domain and OS errors into one line on stderr and exit status 1; a reader that
+    went away (`| head`) into a quiet exit 141, as a shell reports a SIGPIPE death."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if sys.stdout is None:  # started with stdout closed: a CID or a file would be lost
+            raise _fail("standard output is closed")
         try:
             return fn(*args, **kwargs)
+        except BrokenPipeError:
+            # nothing more can reach the reader; stdout goes to /dev/null so that the
+            # interpreter's flush at exit does not fail (and print) a second time
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise typer.Exit(141) from None
         except VaultError as exc:
             raise _fail(str(exc) + _notes(exc)) from None
         except OSError as exc:
@@ -202,14 +213,18 @@ def _pieces(src: BinaryIO, advance: Callable[[int], None] | None) -> Iterator[by
 
 @contextlib.contextmanager
 def _open_input(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
+    """(file, its size or None): `path` opened for reading, or standard input for "-"."""
     if path == "-":
+        if sys.stdin is None:
+            raise _fail("standard input is closed")
         yield sys.stdin.buffer, None
         return
-    p = Path(path)
+    p = Path(path).expanduser()
     if p.is_dir():
-        raise _fail(f"{path} is a directory (only files can be added)")
+        raise _fail(f"{path} is a directory (a file is needed)")
     with open(p, "rb") as fh:
-        yield fh, os.fstat(fh.fileno()).st_size
+        st = os.fstat(fh.fileno())
+        yield fh, st.st_size if stat.S_ISREG(st.st_mode) else None
 
 
 # -- keygen -------------------------------------------------------------------------------
@@ -403,21 +418,33 @@ def ipfs_gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @_cli_errors
 def car_export(
     cid: Annotated[str, typer.Argument(help="Root CID of the DAG to export")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="CAR file to write")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="CAR file to write, or - for standard output")],
     home: HomeOpt = None,
     kubo: KuboOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Write the DAG under CID as a CARv1 file (written to a temp file, then renamed; from
-    a Kubo daemon, checked before the rename: root, every block, the whole DAG)."""
+    a Kubo daemon, checked before the rename: root, every block, the whole DAG). `-o -`,
+    a FIFO or a character device (/dev/null) is written to as the blocks are read, each
+    verified first."""
+    from vault.blockstore import FilesystemBlockstore
     from vault.car import export_car
-    from vault.tempfiles import atomic_output
+    from vault.tempfiles import atomic_output, output_path
     from vault.unixfs import dag_stat
 
     root = _cid(cid)
+    if str(output) == "-" or _streams(output):
+        if kubo:
+            raise _fail("--kubo needs a file to write: its CAR is checked whole before it is put in place")
+        written = _export_stream(root, output, home)
+        if as_json:  # on stderr when the CAR itself is on stdout
+            typer.echo(json.dumps({"root": str(root), "path": str(output), "blocks": written[0],
+                                   "bytes": written[1]}, sort_keys=True), err=str(output) == "-")
+        return
     output = output.expanduser()
-    from vault.blockstore import FilesystemBlockstore
-
+    if output.is_dir():
+        raise _fail(f"{output} is a directory: name the CAR file to write")
+    output = output_path(output)  # through a symbolic link; not over a device or a read-only file
     if FilesystemBlockstore.owned_by(_home(home), output):
         raise _fail(f"{output} is inside the node's block store: write the CAR elsewhere")
     # one short temp name per output, locked while written (vault/tempfiles.py): a second
@@ -445,6 +472,36 @@ def car_export(
         _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
 
 
+def _streams(output: Path) -> bool:
+    """Whether `output` is written as a stream (a FIFO or a character device: there is
+    nothing to rename over it) rather than as a file put in place whole."""
+    try:
+        mode = os.stat(output.expanduser()).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
+
+
+def _export_stream(root: CID, output: Path, home: Path | None) -> tuple[int, int]:
+    """(blocks, bytes): the CAR of `root` from the embedded store written to standard
+    output ("-") or to the FIFO or device `output` as it is read (each block verified
+    before it is written; on a failure the reader has a truncated CAR, as from Kubo)."""
+    from vault.car import export_car
+
+    with contextlib.ExitStack() as stack:
+        if str(output) == "-":
+            fh = sys.stdout.buffer
+            if fh.isatty():
+                raise _fail("refusing to write a CAR to a terminal: redirect it or use -o FILE")
+        else:
+            fh = stack.enter_context(open(output.expanduser(), "wb"))
+        store = _store(home)
+        sizes: list[int] = []
+        blocks = export_car(store, root, _Counted(fh, sizes.append))  # type: ignore[arg-type]
+        fh.flush()
+    return blocks, sum(sizes)
+
+
 def _check_car(fd: int, root: CID) -> int:
     """How many blocks the CAR written to `fd` holds, once it is known to be the whole DAG
     under `root`: every block hashed against its CID, each linked from an earlier one, none
@@ -462,7 +519,7 @@ def _check_car(fd: int, root: CID) -> int:
 @car_app.command("import")
 @_cli_errors
 def car_import(
-    file: Annotated[Path, typer.Argument(help="CARv1 file to import")],
+    file: Annotated[str, typer.Argument(help="CARv1 file to import, or - for standard input")],
     pin: Annotated[bool, typer.Option("--pin/--no-pin", help="Pin the roots (their DAGs must be complete)")] = True,
     home: HomeOpt = None,
     kubo: KuboOpt = None,
@@ -471,8 +528,7 @@ def car_import(
     """Import every block of a CAR file (all verified before any is stored) and print its roots."""
     from vault.car import import_car
 
-    with open(file, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+    with _open_input(file) as (fh, size):
         if kubo:
             with _kubo(kubo) as client, _progress(size, "uploading") as advance:
                 result = client.dag_import(_pieces(fh, advance), pin_roots=pin)

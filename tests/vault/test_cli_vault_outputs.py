@@ -1,0 +1,197 @@
+"""Where the vault commands (and Vault.open) write, and what happens when standard input
+or output is not there: a FIFO, a device or `-` is streamed to, never replaced by a file;
+a symbolic link is written through; a closed stdout or stdin is a one-line error; a
+reader that goes away (`| head`) ends the command quietly with 141, as SIGPIPE would.
+The commands run through CliRunner, or as real processes where file descriptors matter."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twinledger.cli import app
+from vault.age import X25519Identity
+from vault.blockstore import FilesystemBlockstore
+from vault.car import read_car
+from vault.cid import CID
+from vault.errors import InputValidationError
+from vault.tempfiles import output_path
+from vault.unixfs import import_bytes
+from vault.vault import Vault
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "home"
+    monkeypatch.setenv("TWINLEDGER_HOME", str(path))
+    return path
+
+
+def cli(*args: str, input: bytes | None = None):
+    return CliRunner().invoke(app, list(args), input=input, catch_exceptions=False)
+
+
+def added(tmp_path: Path, data: bytes) -> str:
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    result = cli("ipfs", "add", str(src))
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def shell(command: str, home: Path) -> subprocess.CompletedProcess:
+    """`command` in bash, with `tl` standing for this checkout's twinledger command."""
+    tl = f"{shlex.quote(sys.executable)} -m twinledger.cli"
+    env = {**os.environ, "TWINLEDGER_HOME": str(home), "PYTHONPATH": str(REPO)}
+    return subprocess.run(["bash", "-c", command.replace("tl ", tl + " ")], cwd=REPO, env=env,
+                          capture_output=True, timeout=120)
+
+
+# -- car export: streams, links, special files ---------------------------------------------
+
+
+def test_car_export_to_a_device_writes_to_it_and_leaves_it_a_device(tmp_path, home) -> None:
+    cid = added(tmp_path, b"hello\n")
+    link = tmp_path / "null"
+    link.symlink_to(os.devnull)  # were it replaced, the link would be, not /dev/null
+    result = cli("car", "export", cid, "-o", str(link), "--json")
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and stat.S_ISCHR(os.stat(link).st_mode)
+    assert json.loads(result.stdout)["blocks"] == 1
+
+
+def test_car_export_to_a_fifo_streams_the_car_through_it(tmp_path, home) -> None:
+    data = os.urandom(3 << 20)
+    cid = added(tmp_path, data)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    result = cli("car", "export", cid, "-o", str(fifo))
+    reader.join(30)
+    assert result.exit_code == 0, result.output
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    roots, blocks = read_car(iter_bytes(got[0]))
+    assert roots == [CID.decode(cid)] and sum(1 for _ in blocks) == 4  # 3 leaves and the root
+
+
+def iter_bytes(data: bytes):
+    import io
+
+    return io.BytesIO(data)
+
+
+def test_car_export_to_standard_output_with_its_report_on_stderr(tmp_path, home) -> None:
+    cid = added(tmp_path, b"hello\n")
+    result = cli("car", "export", cid, "-o", "-", "--json")
+    assert result.exit_code == 0, result.output
+    roots, blocks = read_car(iter_bytes(result.stdout_bytes))
+    assert roots == [CID.decode(cid)] and [c for c, _ in blocks] == [CID.decode(cid)]
+    report = json.loads(result.stderr)
+    assert report["path"] == "-" and report["bytes"] == len(result.stdout_bytes)
+    assert not (REPO / "-").exists()
+
+
+def test_car_export_through_a_symbolic_link_writes_its_target(tmp_path, home) -> None:
+    cid = added(tmp_path, b"hello\n")
+    target = tmp_path / "real" / "t.car"
+    target.parent.mkdir()
+    target.write_bytes(b"old")
+    link = tmp_path / "link.car"
+    link.symlink_to(target)
+    result = cli("car", "export", cid, "-o", str(link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert read_car(iter_bytes(target.read_bytes()))[0] == [CID.decode(cid)]
+
+
+def test_car_export_to_a_directory_names_it_not_a_temp_file(tmp_path, home) -> None:
+    cid = added(tmp_path, b"hello\n")
+    result = cli("car", "export", cid, "-o", str(tmp_path))
+    assert result.exit_code == 1
+    assert f"{tmp_path} is a directory" in result.stderr and ".twinledger" not in result.stderr
+
+
+# -- output_path and Vault.open ------------------------------------------------------------
+
+
+def test_output_path_refuses_what_a_rename_would_replace_by_a_file(tmp_path, monkeypatch) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputValidationError, match="is a FIFO"):
+        output_path(fifo)
+    link = tmp_path / "dev"
+    link.symlink_to(os.devnull)
+    with pytest.raises(InputValidationError, match="is a character device"):
+        output_path(link)
+    readonly = tmp_path / "ro"
+    readonly.write_bytes(b"keep")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == readonly else real_access(p, mode))
+    with pytest.raises(InputValidationError, match="is not writable"):  # root may write anything
+        output_path(readonly)
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "new.bin")
+    assert output_path(dangling) == tmp_path / "new.bin"
+    assert output_path(tmp_path / "absent") == tmp_path / "absent"
+
+
+def test_open_writes_through_a_link_and_refuses_a_fifo(tmp_path) -> None:
+    owner = X25519Identity.generate()
+    vault = Vault(FilesystemBlockstore(tmp_path / "store"), owner)
+    sealed = vault.seal(b"plaintext")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(InputValidationError, match="FIFO"):  # plaintext only once checked whole
+        vault.open(sealed.cid, None, owner, fifo, commitment=sealed.commitment)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "plain.txt")
+    vault.open(sealed.cid, None, owner, link, commitment=sealed.commitment)
+    assert link.is_symlink() and (tmp_path / "plain.txt").read_bytes() == b"plaintext"
+
+
+# -- standard input and output -------------------------------------------------------------
+
+
+def test_car_import_reads_standard_input_and_refuses_a_directory(tmp_path, home) -> None:
+    cid = added(tmp_path, b"hello\n")
+    car = cli("car", "export", cid, "-o", "-").stdout_bytes
+    other = tmp_path / "other"
+    result = cli("car", "import", "--home", str(other), "-", input=car)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == cid and CID.decode(cid) in FilesystemBlockstore(other).pins()
+    result = cli("car", "import", str(tmp_path))
+    assert result.exit_code == 1 and "is a directory" in result.stderr
+
+
+def test_a_closed_stdout_or_stdin_is_an_error_not_a_lost_cid(tmp_path) -> None:
+    home = tmp_path / "home"
+    src = tmp_path / "f"
+    src.write_bytes(b"hello\n")
+    done = shell(f"tl ipfs add {shlex.quote(str(src))} >&-", home)
+    assert done.returncode == 1 and b"standard output is closed" in done.stderr, done.stderr
+    assert b"Traceback" not in done.stderr and not home.exists()  # refused before any work
+    done = shell("tl ipfs add - <&-", home)
+    assert done.returncode == 1 and b"standard input is closed" in done.stderr, done.stderr
+
+
+def test_a_reader_that_goes_away_ends_cat_quietly(tmp_path) -> None:
+    home = tmp_path / "home"
+    data = os.urandom(8 << 20)
+    store = FilesystemBlockstore(home)
+    root = import_bytes(data, put_block=store.put)
+    store.pin(root)
+    done = shell(f"tl ipfs cat {root} | head -c 10 > /dev/null; exit ${{PIPESTATUS[0]}}", home)
+    assert done.returncode == 141 and done.stderr == b"", done.stderr
