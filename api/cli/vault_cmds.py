@@ -108,6 +108,21 @@ def _store(home: Path | None):
     return FilesystemBlockstore(_home(home), verify_writes=False)
 
 
+def _existing_store(home: Path | None):
+    """The store for a command that only reads it (or removes from it), or None where
+    there is none yet: opening one makes its directories, which a mistyped --home or a
+    `cat` on a new machine should not leave behind."""
+    return _store(home) if (_home(home) / "blocks").is_dir() else None
+
+
+def _reading(home: Path | None, root: Any):
+    """_existing_store for a command that needs `root`'s blocks: an error if there is no store."""
+    store = _existing_store(home)
+    if store is None:
+        raise _fail(f"{root} is not in the store: there is no block store at {_home(home)}")
+    return store
+
+
 def _kubo(url: str):
     from vault.kubo import KuboClient
 
@@ -334,7 +349,7 @@ def ipfs_cat(
             get = client.block_get  # online: Kubo may fetch; we verify
             pieces = export(root, get)
         else:
-            store = _store(home)
+            store = _reading(home, root)
             get = store.get
             pieces = stack.enter_context(contextlib.closing(read_file(store, root)))
         size = dag_stat(root, get).size if _interactive() else None
@@ -364,7 +379,7 @@ def pin_add(
         with _kubo(kubo) as client:
             client.pin_add(root)
     else:
-        _store(home).pin(root)  # BlockNotFoundError names the first missing block
+        _reading(home, root).pin(root)  # BlockNotFoundError names the first missing block
     _echo_cid(root, "pinned", as_json)
 
 
@@ -381,7 +396,7 @@ def pin_rm(
     if kubo:
         with _kubo(kubo) as client:
             client.pin_rm(root)  # Kubo's own "not pinned" error if it is not
-    elif not _store(home).unpin(root):
+    elif (store := _existing_store(home)) is None or not store.unpin(root):
         raise _fail(f"{root} is not pinned")
     _echo_cid(root, "unpinned", as_json)
 
@@ -390,7 +405,8 @@ def pin_rm(
 @_cli_errors
 def pin_ls(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """List the pinned roots of the embedded store, one per line."""
-    pins = sorted(str(c) for c in _store(home).pins())
+    store = _existing_store(home)
+    pins = sorted(str(c) for c in store.pins()) if store is not None else []
     if as_json:
         _echo_json({"pins": pins})
     else:
@@ -404,7 +420,8 @@ def ipfs_gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
     """Remove every block of the embedded store that no pin reaches: what failed or
     unpinned imports left behind. Waits for imports running meanwhile (a node sealing a
     version, another `ipfs add`), in any process, to pin their roots first."""
-    removed = _store(home).gc()
+    store = _existing_store(home)
+    removed = store.gc() if store is not None else 0
     if as_json:
         _echo_json({"removed_blocks": removed})
     else:
@@ -445,6 +462,7 @@ def car_export(
     if output.is_dir():
         raise _fail(f"{output} is a directory: name the CAR file to write")
     output = output_path(output)  # through a symbolic link; not over a device or a read-only file
+    store = None if kubo else _reading(home, root)
     if FilesystemBlockstore.owned_by(_home(home), output):
         raise _fail(f"{output} is inside the node's block store: write the CAR elsewhere")
     # one short temp name per output, locked while written (vault/tempfiles.py): a second
@@ -460,7 +478,7 @@ def car_export(
             fh.flush()
             blocks = _check_car(fd, root)  # Kubo reports a failure mid-stream only in a trailer
         else:
-            store = _store(home)
+            assert store is not None
             total = dag_stat(root, store.get).dag_size if _interactive() else None
             # total: the root's estimate of the blocks' bytes (CAR framing aside); the
             # bar is finished on success, whatever the DAG links twice
@@ -488,14 +506,14 @@ def _export_stream(root: CID, output: Path, home: Path | None) -> tuple[int, int
     before it is written; on a failure the reader has a truncated CAR, as from Kubo)."""
     from vault.car import export_car
 
+    store = _reading(home, root)
     with contextlib.ExitStack() as stack:
         if str(output) == "-":
             fh = sys.stdout.buffer
             if fh.isatty():
                 raise _fail("refusing to write a CAR to a terminal: redirect it or use -o FILE")
         else:
-            fh = stack.enter_context(open(output.expanduser(), "wb"))
-        store = _store(home)
+            fh = stack.enter_context(open(output.expanduser(), "wb"))  # a FIFO: waits for its reader
         sizes: list[int] = []
         blocks = export_car(store, root, _Counted(fh, sizes.append))  # type: ignore[arg-type]
         fh.flush()

@@ -575,3 +575,15 @@ def test_car_export_from_kubo_is_checked_before_it_is_renamed_into_place(tmp_pat
     else:
         assert result.exit_code == 1 and result.output.startswith("error: "), result.output
         assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_commands_that_only_read_the_store_do_not_make_one(tmp_path, home, run) -> None:
+    """A mistyped --home, or a `cat` on a new machine, leaves no empty store behind."""
+    assert run("ipfs", "pin", "ls").stdout == ""
+    assert run("ipfs", "gc").stdout == "removed 0 blocks\n"
+    for args in (("ipfs", "cat", HELLO_V1), ("ipfs", "pin", "rm", HELLO_V1), ("ipfs", "pin", "add", HELLO_V1),
+                 ("car", "export", HELLO_V1, "-o", str(tmp_path / "x.car")), ("car", "export", HELLO_V1, "-o", "-")):
+        result = run(*args)
+        assert result.exit_code == 1 and result.stderr.startswith("error: "), (args, result.output)
+        assert "not in the store" in result.stderr or "not pinned" in result.stderr
+    assert not home.exists() and not (tmp_path / "x.car").exists()
