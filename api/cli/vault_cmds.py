@@ -317,11 +317,16 @@ def ipfs_add(
             store = _store(home)
             with store.importing():  # a gc elsewhere waits until the pin protects these blocks
                 # as seal writes its blocks: past the page cache, fsynced in the background
-                with store.batch(background=True, direct=True):
-                    importer = Importer(profile, store.put)
-                    for piece in _pieces(src, advance):
-                        importer.write(piece)
-                    root = importer.finish()
+                try:
+                    with store.batch(background=True, direct=True):
+                        importer = Importer(profile, store.put)
+                        for piece in _pieces(src, advance):
+                            importer.write(piece)
+                        root = importer.finish()
+                except Exception as exc:
+                    exc.add_note("the blocks stored before this failure are not pinned: "
+                                 "`twinledger ipfs gc` removes them")
+                    raise
                 store.pin(root)
             cid = str(root)
     if as_json:

@@ -215,6 +215,25 @@ def test_keygen_writes_a_0600_identity_and_prints_its_recipient(tmp_path, home, 
         [ln for ln in path.read_text().splitlines() if not ln.startswith("#")][0])
 
 
+def test_ipfs_add_onto_a_full_disk_says_that_what_it_stored_is_left_for_gc(tmp_path, home, run,
+                                                                            monkeypatch) -> None:
+    real_put, puts = FilesystemBlockstore.put, []
+
+    def put(self, c, data):
+        puts.append(c)
+        if len(puts) == 3:
+            raise OSError(28, "No space left on device")
+        return real_put(self, c, data)
+
+    monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    result = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", os.urandom(2 << 20))))
+    assert result.exit_code == 1 and result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: No space left on device")
+    assert "not pinned" in lines[0] and "twinledger ipfs gc" in lines[0]
+    assert FilesystemBlockstore(home).pins() == frozenset()
+
+
 def test_keygen_that_fails_to_write_leaves_no_identity_and_can_be_run_again(tmp_path, home, run, monkeypatch) -> None:
     path = tmp_path / "me.key"
     real_fsync = os.fsync
