@@ -23,9 +23,16 @@ class _Output:
     flushing behind so that the final fsync only waits for the tail."""
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
-        self._direct = hasattr(os, "O_DIRECT") and self._set_direct(True)
-        self._syncer: _Syncer | None = None if self._direct else _Syncer(fd)
+        # a descriptor of its own, closed by close(): a writer thread that outlived an
+        # interrupted open (vault/_threads.py) writes into the same temp file, never into
+        # whatever the process opened next under the caller's number once that was closed
+        self._fd = os.dup(fd)
+        try:
+            self._direct = hasattr(os, "O_DIRECT") and self._set_direct(True)
+            self._syncer: _Syncer | None = None if self._direct else _Syncer(self._fd)
+        except BaseException:
+            os.close(self._fd)
+            raise
 
     def _set_direct(self, on: bool) -> bool:
         flags = fcntl.fcntl(self._fd, fcntl.F_GETFL)
@@ -54,8 +61,13 @@ class _Output:
             self._syncer.wrote(len(view))
 
     def close(self, *, check: bool = True) -> None:
+        """Stop the syncer and close the descriptor; safe to call again (after an
+        interruption, or once an error was raised)."""
         if self._syncer is not None:
             self._syncer.close(check=check)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
 
 
 class _Syncer:

@@ -219,9 +219,11 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
     to a worker that decrypts it into plaintext buffers and feeds the commitment; a writer
     thread writes each buffer to `fd` (_Output). Returns the plaintext size; raises the
     worker's PayloadError or the writer's OSError."""
-    output = _Output(fd)
     pool = _Pool(_PLAIN_BUFFER, _POOL, aligned=True)
     written = 0
+    output: _Output | None = None
+    writer: _Sink | None = None
+    worker: _Sink | None = None
 
     def decrypt(pieces: Iterator[bytes | memoryview]) -> None:
         nonlocal written
@@ -246,10 +248,12 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
         if not opener.finished:
             raise PayloadError("payload truncated: no final chunk")
 
-    writer = _Sink(lambda buffers: [output.write(view) for view in buffers], "write", pool.release, depth=_POOL)
-    worker = _Sink(decrypt, "decrypt", depth=_QUEUE_DEPTH)
     received = reported = 0
-    try:
+    try:  # the threads are started inside it: an interruption between two starts stops the first
+        output = _Output(fd)
+        writer = _Sink(lambda buffers: [output.write(view) for view in buffers], "write",  # type: ignore[union-attr]
+                       pool.release, depth=_POOL)
+        worker = _Sink(decrypt, "decrypt", depth=_QUEUE_DEPTH)
         for piece in ciphertext.rest():  # each block fetched and checked against its CID here
             worker.put(piece)
             if progress is not None:
@@ -266,7 +270,8 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
     except BaseException:
         # every thread stopped before `fd` can be closed (vault/_threads.py): the decrypt
         # worker first (it waits for the writer's buffers), then the writer and the syncer
-        stop_all(worker.abort, writer.abort, lambda: wait_out(lambda: output.close(check=False)))
+        stop_all(*[sink.abort for sink in (worker, writer) if sink is not None],
+                 *([lambda: wait_out(lambda: output.close(check=False))] if output is not None else []))
         raise
     if progress is not None and written > reported:
         progress(written - reported)
@@ -378,8 +383,15 @@ class _Sink:
         self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._run, stopped),
                                           name=f"vault-{name}{n if threads > 1 else ''}", daemon=True)
                          for n, stopped in enumerate(self._stopped)]
-        for thread in self._threads:
-            thread.start()
+        try:
+            for thread in self._threads:
+                thread.start()
+        except BaseException:  # interrupted: the producer never gets this object to close it
+            self._cancelled = True
+            with contextlib.suppress(queue.Full):
+                for _ in self._threads:  # the queue is empty: those started take one each
+                    self._queue.put_nowait(self._END)
+            raise
 
     def _items(self, ended: list[bool]) -> Iterator[Any]:
         while (item := self._queue.get()) is not self._END:

@@ -11,6 +11,13 @@ exception a signal handler raises), and raises that interrupt only afterwards.
 Thread.join() is not what is waited on: interrupted, Python 3.11 marks a thread stopped
 that is still running (bpo-45274), and the next join() returns at once. Each thread sets
 an Event as its last step instead.
+
+Pure Python cannot make this airtight: a second interruption can land at an instruction
+outside any `try` (the entry of the caller's cleanup, a loop's jump back). So what would
+be harmful is also prevented where it happens: open's writer writes into a descriptor of
+its own (_Output dups it), never into a number the caller closes and the process reuses;
+what an abandoned thread could still do is finish writing into the unnamed temp file that
+nobody installs, or store blocks that no pin reaches (the next gc removes them).
 """
 from __future__ import annotations
 
@@ -30,11 +37,17 @@ def wait_out(wait: Callable[[], object]) -> BaseException | None:
 
 
 def stop_all(*steps: Callable[[], BaseException | None]) -> None:
-    """Run every step (each waits out its threads and returns the interruption it got),
-    then raise the first interruption, if any."""
+    """Run every step (each waits out its threads and returns the interruption it got; an
+    interruption before its own wait began, at its first instruction, is caught here and
+    the step run again), then raise the first interruption, if any."""
     first: BaseException | None = None
-    for step in steps:
-        got = step()
+    todo = list(steps)
+    while todo:
+        try:
+            got = todo[0]()
+            del todo[0]  # only once it has returned
+        except BaseException as exc:  # noqa: BLE001 - raised below, once every step is done
+            got = exc
         first = first or got
     if first is not None:
         raise first

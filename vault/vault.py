@@ -84,6 +84,7 @@ from vault.blockstore._pinning import _Pinning
 from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError
+from vault._threads import wait_out
 from vault.tempfiles import atomic_output, output_path
 from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 
@@ -270,7 +271,9 @@ class Vault:
             if blocks is not None:
                 blocks.close()  # type: ignore[attr-defined]
             if prefetch is not None:
-                prefetch.close()
+                interrupted = wait_out(prefetch.close)  # its reads stopped too (vault/_threads.py)
+                if interrupted is not None:
+                    raise interrupted
         return written
 
 

@@ -7,6 +7,7 @@ the stage is slowed so that the wait is long enough to be hit."""
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import signal
 import threading
@@ -16,6 +17,7 @@ import pytest
 
 from vault import _output
 from vault._pipeline import _PieceReader, _Sink
+from vault._threads import stop_all
 from vault.age import X25519Identity
 from vault.blockstore import FilesystemBlockstore
 from vault.errors import InputValidationError
@@ -195,3 +197,77 @@ def test_a_none_piece_in_an_iterable_source_is_an_error_not_its_end(tmp_path, ow
     vault = Vault(FilesystemBlockstore(tmp_path / "store"), owner)
     with pytest.raises(InputValidationError):  # a prefix of the input sealed as the whole of it
         vault.seal(iter([b"first part|", None, b"the rest"]))
+
+
+def test_the_output_writer_keeps_a_descriptor_of_its_own(tmp_path) -> None:
+    """Were the caller's descriptor closed under a writer that outlived it (a second
+    interruption, vault/_threads.py), the writer's bytes still go to the temp file, never
+    to the file the process opened next under the same number."""
+    temp = tmp_path / "temp"
+    fd = os.open(temp, os.O_RDWR | os.O_CREAT, 0o600)
+    output = _output._Output(fd)
+    os.close(fd)
+    victim = os.open(tmp_path / "victim", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        assert victim == fd  # the number was reused, as in the real case
+        output.write(memoryview(mmap.mmap(-1, 1 << 20)))
+        output.close()
+        output.close()  # again, as a cleanup after an interruption may
+        assert os.fstat(victim).st_size == 0 and temp.stat().st_size == 1 << 20
+    finally:
+        os.close(victim)
+
+
+def test_stop_all_runs_again_a_step_interrupted_at_its_entry_and_raises_afterwards() -> None:
+    calls: list[str] = []
+
+    def first() -> None:
+        calls.append("first")
+        if calls.count("first") == 1:
+            raise Interrupted("at its first instruction")  # before its own wait began
+
+    def second() -> None:
+        calls.append("second")
+
+    with pytest.raises(Interrupted, match="first instruction"):
+        stop_all(first, second)
+    assert calls == ["first", "first", "second"]
+
+
+def _started_threads_fail_at(n: int, monkeypatch) -> None:
+    start = threading.Thread.start
+    count = [0]
+
+    def failing(self) -> None:
+        count[0] += 1
+        if count[0] == n:
+            raise Interrupted("while starting a thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", failing)
+
+
+def _threads_end(prefix: str, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [name for name in vault_threads() if name.startswith(prefix)]:
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_a_sink_interrupted_while_starting_its_threads_ends_those_it_started(monkeypatch) -> None:
+    _started_threads_fail_at(3, monkeypatch)
+    with pytest.raises(Interrupted):
+        _Sink(lambda items: [None for _ in items], "partial", depth=8, threads=4)
+    assert _threads_end("vault-partial"), vault_threads()
+
+
+def test_a_seal_interrupted_while_starting_its_threads_leaves_none(tmp_path, owner, monkeypatch) -> None:
+    from vault._seal import WRITERS
+
+    vault = Vault(FilesystemBlockstore(tmp_path / "store"), owner)
+    _started_threads_fail_at(WRITERS + 1, monkeypatch)  # all the writers are running by then
+    with pytest.raises(Interrupted):
+        vault.seal(os.urandom(2 * MIB))
+    assert _threads_end("vault-"), vault_threads()
