@@ -47,18 +47,37 @@ def output_path(out: Path) -> Path:
     names (written through it, as cp does; the link stays). InputValidationError for an
     existing output that is not a regular file, which the rename would replace by one (a
     device, a FIFO: `-o /dev/null` made /dev/null a regular file), or that this process may
-    not write (open() would refuse a read-only file; rename(2) replaces it all the same)."""
-    target = Path(os.path.realpath(out)) if out.is_symlink() else out  # dangling: what it names
+    not write (open() would refuse a read-only file; rename(2) replaces it all the same).
+    A link that another user made in a shared sticky directory is not followed (what
+    fs.protected_symlinks refuses to open(), a readlink would still follow: a victim's
+    file would be replaced)."""
+    target = out
     try:
+        if out.is_symlink():
+            _require_own_link(out)
+            target = Path(os.path.realpath(out))  # dangling: what it names
         st = os.stat(target)
     except FileNotFoundError:
         return target
+    except OSError as exc:  # ENOTDIR, ELOOP, ENAMETOOLONG, EACCES: nothing to write there
+        raise InputValidationError(f"cannot write {out}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         kind = _KINDS.get(stat.S_IFMT(st.st_mode), "special file")
         raise InputValidationError(f"{out} is a {kind}: the output must be a regular file or a new name")
     if not os.access(target, os.W_OK):
         raise InputValidationError(f"{out} is not writable")
     return target
+
+
+def _require_own_link(link: Path) -> None:
+    """The kernel's rule for following `link` (fs.protected_symlinks): in a sticky,
+    world-writable directory only a link of ours or of the directory's owner."""
+    directory = os.stat(link.parent)
+    if directory.st_mode & stat.S_ISVTX and directory.st_mode & stat.S_IWOTH:
+        owner = os.lstat(link).st_uid
+        if owner not in (os.geteuid(), directory.st_uid):
+            raise InputValidationError(f"{link} is a symbolic link of another user's (uid {owner}) in a shared "
+                                       "directory: not written through")
 
 
 def temp_path(out: Path, purpose: str) -> Path:

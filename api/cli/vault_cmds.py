@@ -440,7 +440,7 @@ def ipfs_gc(home: HomeOpt = None, as_json: JsonOpt = False) -> None:
 @_cli_errors
 def car_export(
     cid: Annotated[str, typer.Argument(help="Root CID of the DAG to export")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="CAR file to write, or - for standard output")],
+    output: Annotated[str, typer.Option("-o", "--output", help="CAR file to write, or - for standard output")],
     home: HomeOpt = None,
     kubo: KuboOpt = None,
     as_json: JsonOpt = False,
@@ -455,15 +455,16 @@ def car_export(
     from vault.unixfs import dag_stat
 
     root = _cid(cid)
-    if str(output) == "-" or _streams(output):
+    to_stdout = output == "-"  # the text as given: ./- is a file named -
+    if to_stdout or _streams(Path(output)):
         if kubo:
             raise _fail("--kubo needs a file to write: its CAR is checked whole before it is put in place")
-        written = _export_stream(root, output, home)
+        written = _export_stream(root, None if to_stdout else Path(output), home)
         if as_json:  # on stderr when the CAR itself is on stdout
-            typer.echo(json.dumps({"root": str(root), "path": str(output), "blocks": written[0],
-                                   "bytes": written[1]}, sort_keys=True), err=str(output) == "-")
+            typer.echo(json.dumps({"root": str(root), "path": output, "blocks": written[0],
+                                   "bytes": written[1]}, sort_keys=True), err=to_stdout)
         return
-    output = output.expanduser()
+    output = Path(output).expanduser()
     if output.is_dir():
         raise _fail(f"{output} is a directory: name the CAR file to write")
     output = output_path(output)  # through a symbolic link; not over a device or a read-only file
@@ -505,15 +506,15 @@ def _streams(output: Path) -> bool:
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
-def _export_stream(root: CID, output: Path, home: Path | None) -> tuple[int, int]:
+def _export_stream(root: CID, output: Path | None, home: Path | None) -> tuple[int, int]:
     """(blocks, bytes): the CAR of `root` from the embedded store written to standard
-    output ("-") or to the FIFO or device `output` as it is read (each block verified
+    output (None) or to the FIFO or device `output` as it is read (each block verified
     before it is written; on a failure the reader has a truncated CAR, as from Kubo)."""
     from vault.car import export_car
 
     store = _reading(home, root)
     with contextlib.ExitStack() as stack:
-        if str(output) == "-":
+        if output is None:
             fh = sys.stdout.buffer
             if fh.isatty():
                 raise _fail("refusing to write a CAR to a terminal: redirect it or use -o FILE")

@@ -195,3 +195,40 @@ def test_a_reader_that_goes_away_ends_cat_quietly(tmp_path) -> None:
     store.pin(root)
     done = shell(f"tl ipfs cat {root} | head -c 10 > /dev/null; exit ${{PIPESTATUS[0]}}", home)
     assert done.returncode == 141 and done.stderr == b"", done.stderr
+
+
+def test_output_path_errors_are_input_errors_naming_the_output(tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"")
+    with pytest.raises(InputValidationError, match="cannot write .*afile/out"):  # was NotADirectoryError
+        output_path(afile / "out")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(InputValidationError, match="cannot write .*loop"):  # was OSError ELOOP
+        output_path(loop)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a link owned by another user needs root (lchown)")
+def test_another_users_link_in_a_shared_sticky_directory_is_not_written_through(tmp_path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep")
+    planted = shared / "out.car"
+    planted.symlink_to(victim)
+    os.lchown(planted, 65534, 65534)  # nobody's
+    with pytest.raises(InputValidationError, match="another user's"):
+        output_path(planted)
+    mine = shared / "mine.car"
+    mine.symlink_to(tmp_path / "target")
+    assert output_path(mine) == tmp_path / "target"  # our own link is followed
+    assert victim.read_bytes() == b"keep"
+
+
+def test_dot_slash_dash_is_a_file_named_dash(tmp_path, home, monkeypatch) -> None:
+    cid = added(tmp_path, b"hello\n")
+    monkeypatch.chdir(tmp_path)
+    result = cli("car", "export", cid, "-o", "./-")
+    assert result.exit_code == 0, result.output
+    assert result.stdout_bytes == b"" and read_car(iter_bytes((tmp_path / "-").read_bytes()))[0] == [CID.decode(cid)]
