@@ -148,10 +148,8 @@ def test_car_import_of_a_corrupt_car_fails_and_stores_nothing(tmp_path, home, ru
     assert list(FilesystemBlockstore(home).iter_cids()) == []
 
 
-def test_car_import_onto_a_full_disk_says_what_it_left_for_gc(tmp_path, home, run, monkeypatch) -> None:
-    cid = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", os.urandom(1 << 20)))).stdout.strip()
-    car = tmp_path / "out.car"
-    assert run("car", "export", cid, "-o", str(car)).exit_code == 0  # 4 leaves of 256 KiB + root
+def disk_full_at_third_put(monkeypatch):
+    """FilesystemBlockstore.put whose third call fails with ENOSPC; returns the real put."""
     real_put, puts = FilesystemBlockstore.put, []
 
     def put(self, c, data):
@@ -161,6 +159,14 @@ def test_car_import_onto_a_full_disk_says_what_it_left_for_gc(tmp_path, home, ru
         return real_put(self, c, data)
 
     monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    return real_put
+
+
+def test_car_import_onto_a_full_disk_says_what_it_left_for_gc(tmp_path, home, run, monkeypatch) -> None:
+    cid = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", os.urandom(1 << 20)))).stdout.strip()
+    car = tmp_path / "out.car"
+    assert run("car", "export", cid, "-o", str(car)).exit_code == 0  # 4 leaves of 256 KiB + root
+    real_put = disk_full_at_third_put(monkeypatch)
     other = tmp_path / "other"
     result = run("car", "import", "--home", str(other), str(car))
     assert result.exit_code == 1
@@ -217,15 +223,7 @@ def test_keygen_writes_a_0600_identity_and_prints_its_recipient(tmp_path, home, 
 
 def test_ipfs_add_onto_a_full_disk_says_that_what_it_stored_is_left_for_gc(tmp_path, home, run,
                                                                             monkeypatch) -> None:
-    real_put, puts = FilesystemBlockstore.put, []
-
-    def put(self, c, data):
-        puts.append(c)
-        if len(puts) == 3:
-            raise OSError(28, "No space left on device")
-        return real_put(self, c, data)
-
-    monkeypatch.setattr(FilesystemBlockstore, "put", put)
+    disk_full_at_third_put(monkeypatch)
     result = run("ipfs", "add", "--profile", "v1", str(write(tmp_path, "f", os.urandom(2 << 20))))
     assert result.exit_code == 1 and result.stdout == ""
     lines = result.stderr.splitlines()
