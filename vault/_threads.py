@@ -12,12 +12,15 @@ Thread.join() is not what is waited on: interrupted, Python 3.11 marks a thread 
 that is still running (bpo-45274), and the next join() returns at once. Each thread sets
 an Event as its last step instead.
 
-Pure Python cannot make this airtight: a second interruption can land at an instruction
-outside any `try` (the entry of the caller's cleanup, a loop's jump back). So what would
-be harmful is also prevented where it happens: open's writer writes into a descriptor of
-its own (_Output dups it), never into a number the caller closes and the process reuses;
-what an abandoned thread could still do is finish writing into the unnamed temp file that
-nobody installs, or store blocks that no pin reaches (the next gc removes them).
+Pure Python cannot make this airtight: an interruption can land at an instruction outside
+any `try` (a second one at the entry of the caller's cleanup or at a loop's jump back, or
+one between a stage's construction and its assignment, before the caller can know it).
+So what would be harmful is also prevented where it happens: open's writer writes into a
+descriptor of its own (_Output dups it), never into a number the caller closes and the
+process reuses. A thread abandoned that way finishes what was queued for it (into the
+unnamed temp file no one installs, or blocks no pin reaches, which the next gc removes)
+and then waits for an end marker that never comes, holding its descriptor (and that
+file's disk space) and its buffers until the process exits.
 """
 from __future__ import annotations
 

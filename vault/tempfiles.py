@@ -48,14 +48,11 @@ def output_path(out: Path) -> Path:
     existing output that is not a regular file, which the rename would replace by one (a
     device, a FIFO: `-o /dev/null` made /dev/null a regular file), or that this process may
     not write (open() would refuse a read-only file; rename(2) replaces it all the same).
-    A link that another user made in a shared sticky directory is not followed (what
-    fs.protected_symlinks refuses to open(), a readlink would still follow: a victim's
-    file would be replaced)."""
-    target = out
+    A link that another user made in a shared sticky directory, at `out` or anywhere on the
+    way to the file, is not followed (what fs.protected_symlinks refuses to open(),
+    os.path.realpath would still follow: a victim's file would be replaced)."""
     try:
-        if out.is_symlink():
-            _require_own_link(out)
-            target = Path(os.path.realpath(out))  # dangling: what it names
+        target = _resolve(out)
         st = os.stat(target)
     except FileNotFoundError:
         return target
@@ -67,6 +64,44 @@ def output_path(out: Path) -> Path:
     if not os.access(target, os.W_OK):
         raise InputValidationError(f"{out} is not writable")
     return target
+
+
+_MAX_LINKS = 40  # what the kernel follows before ELOOP
+
+
+def _resolve(out: Path) -> Path:
+    """`out` with each symbolic link on the way followed, one component at a time as the
+    kernel does (`..` after a link is the link target's parent), each link checked by
+    _require_own_link first; `out` itself when it holds none. A component that does not
+    exist ends the walk (the rest joined as given). OSError ELOOP past _MAX_LINKS links."""
+    current = Path("/") if out.is_absolute() else Path(os.getcwd())  # getcwd: no links in it
+    pending = list(out.parts[1:] if out.is_absolute() else out.parts)
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            current = current.parent
+            continue
+        candidate = current / part
+        try:
+            mode = os.lstat(candidate).st_mode
+        except FileNotFoundError:
+            current = candidate.joinpath(*pending)
+            break
+        if not stat.S_ISLNK(mode):
+            current = candidate
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out))
+        _require_own_link(candidate)
+        target = Path(os.readlink(candidate))
+        if target.is_absolute():
+            current = Path("/")
+            pending = list(target.parts[1:]) + pending
+        else:
+            pending = list(target.parts) + pending
+    return current if links else out
 
 
 def _require_own_link(link: Path) -> None:

@@ -464,7 +464,7 @@ def car_export(
             typer.echo(json.dumps({"root": str(root), "path": output, "blocks": written[0],
                                    "bytes": written[1]}, sort_keys=True), err=to_stdout)
         return
-    output = Path(output).expanduser()
+    given, output = output, Path(output).expanduser()
     if output.is_dir():
         raise _fail(f"{output} is a directory: name the CAR file to write")
     output = output_path(output)  # through a symbolic link; not over a device or a read-only file
@@ -493,7 +493,7 @@ def car_export(
         fh.flush()
         os.fsync(fh.fileno())
     if as_json:
-        _echo_json({"root": str(root), "path": str(output), "blocks": blocks, "bytes": output.stat().st_size})
+        _echo_json({"root": str(root), "path": given, "blocks": blocks, "bytes": output.stat().st_size})
 
 
 def _streams(output: Path) -> bool:

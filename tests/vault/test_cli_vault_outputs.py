@@ -226,9 +226,41 @@ def test_another_users_link_in_a_shared_sticky_directory_is_not_written_through(
     assert victim.read_bytes() == b"keep"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a link owned by another user needs root (lchown)")
+def test_another_users_link_further_along_the_way_is_not_followed_either(tmp_path) -> None:
+    """Our own link whose target is, or passes through, another user's link in a sticky
+    directory: realpath() followed the whole chain once the first link was ours."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    victims = tmp_path / "victims"
+    victims.mkdir()
+    (victims / "secret").write_bytes(b"keep")
+    for name, target in (("to-file", victims / "secret"), ("to-dir", victims)):
+        planted = shared / name
+        planted.symlink_to(target)
+        os.lchown(planted, 65534, 65534)
+    chained = tmp_path / "chained"
+    chained.symlink_to(shared / "to-file")
+    through = tmp_path / "through"
+    through.symlink_to(shared / "to-dir" / "secret")
+    for out in (chained, through, shared / "to-dir" / "secret"):
+        with pytest.raises(InputValidationError, match="another user's"):
+            output_path(out)
+    assert (victims / "secret").read_bytes() == b"keep"
+
+
+def test_dot_dot_after_a_link_is_the_targets_parent(tmp_path) -> None:
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "a").symlink_to(tmp_path / "real" / "sub")
+    assert output_path(tmp_path / "a" / ".." / "out") == tmp_path / "real" / "out"  # as the kernel resolves it
+    assert output_path(tmp_path / "plain" / ".." / "x") == tmp_path / "plain" / ".." / "x"  # no link: as given
+
+
 def test_dot_slash_dash_is_a_file_named_dash(tmp_path, home, monkeypatch) -> None:
     cid = added(tmp_path, b"hello\n")
     monkeypatch.chdir(tmp_path)
     result = cli("car", "export", cid, "-o", "./-")
     assert result.exit_code == 0, result.output
     assert result.stdout_bytes == b"" and read_car(iter_bytes((tmp_path / "-").read_bytes()))[0] == [CID.decode(cid)]
+    assert json.loads(cli("car", "export", cid, "-o", "./-", "--json").stdout)["path"] == "./-"
