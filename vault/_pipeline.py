@@ -222,8 +222,6 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
     pool = _Pool(_PLAIN_BUFFER, _POOL, aligned=True)
     written = 0
     output: _Output | None = None
-    writer: _Sink | None = None
-    worker: _Sink | None = None
 
     def decrypt(pieces: Iterator[bytes | memoryview]) -> None:
         nonlocal written
@@ -249,11 +247,13 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
             raise PayloadError("payload truncated: no final chunk")
 
     received = reported = 0
+    writer = _Sink(lambda buffers: [output.write(view) for view in buffers], "write",  # type: ignore[union-attr]
+                   pool.release, depth=_POOL, start=False)
+    worker = _Sink(decrypt, "decrypt", depth=_QUEUE_DEPTH, start=False)
     try:  # the threads are started inside it: an interruption between two starts stops the first
         output = _Output(fd)
-        writer = _Sink(lambda buffers: [output.write(view) for view in buffers], "write",  # type: ignore[union-attr]
-                       pool.release, depth=_POOL)
-        worker = _Sink(decrypt, "decrypt", depth=_QUEUE_DEPTH)
+        writer.start()
+        worker.start()
         for piece in ciphertext.rest():  # each block fetched and checked against its CID here
             worker.put(piece)
             if progress is not None:
@@ -270,7 +270,7 @@ def _open_payload(ciphertext: _Ciphertext, opener: ChunkOpener, committer: Commi
     except BaseException:
         # every thread stopped before `fd` can be closed (vault/_threads.py): the decrypt
         # worker first (it waits for the writer's buffers), then the writer and the syncer
-        stop_all(*[sink.abort for sink in (worker, writer) if sink is not None],
+        stop_all(worker.abort, writer.abort,
                  *([lambda: wait_out(lambda: output.close(check=False))] if output is not None else []))
         raise
     if progress is not None and written > reported:
@@ -370,7 +370,10 @@ class _Sink:
 
     def __init__(self, drain: Callable[[Iterator[Any]], Any], name: str,
                  release: Callable[[Any], Any] | None = None, *, depth: int = _QUEUE_DEPTH,
-                 threads: int = 1) -> None:
+                 threads: int = 1, start: bool = True) -> None:
+        """start=False: no thread runs until start(), which a producer calls inside the
+        `try` whose cleanup aborts this sink (an interruption between the construction and
+        the assignment then leaves no thread behind)."""
         self._drain = drain
         self._release = release
         self._queue: queue.Queue[Any] = queue.Queue(depth)
@@ -378,20 +381,30 @@ class _Sink:
         self._ends = 0  # end markers put
         self._cancelled = False  # abort(): what is still queued is released, not drained
         self._stopped = [threading.Event() for _ in range(threads)]  # each worker's last step
+        self._started: list[threading.Event] = []  # those of the workers started
         # each worker runs in a copy of the producer's context, so that what it does joins
         # what the producer holds (a blockstore's batch: seal's puts are the writers')
         self._threads = [threading.Thread(target=contextvars.copy_context().run, args=(self._run, stopped),
                                           name=f"vault-{name}{n if threads > 1 else ''}", daemon=True)
                          for n, stopped in enumerate(self._stopped)]
-        try:
-            for thread in self._threads:
+        if start:
+            try:
+                self.start()
+            except BaseException:  # interrupted: the producer never gets this object to abort it
+                self._cancelled = True
+                with contextlib.suppress(queue.Full):
+                    for _ in self._threads:  # the queue is empty: those started take one each
+                        self._queue.put_nowait(self._END)
+                raise
+
+    def start(self) -> None:
+        """Start the workers (once). A worker is waited for by close()/abort() once its
+        start() has returned; one interrupted while starting is not (nothing is queued
+        before start() returns, so it can only take an end marker, which abort() puts)."""
+        for thread, stopped in zip(self._threads, self._stopped):
+            if stopped not in self._started and not thread.is_alive():
                 thread.start()
-        except BaseException:  # interrupted: the producer never gets this object to close it
-            self._cancelled = True
-            with contextlib.suppress(queue.Full):
-                for _ in self._threads:  # the queue is empty: those started take one each
-                    self._queue.put_nowait(self._END)
-            raise
+                self._started.append(stopped)
 
     def _items(self, ended: list[bool]) -> Iterator[Any]:
         while (item := self._queue.get()) is not self._END:
@@ -440,7 +453,7 @@ class _Sink:
         while self._ends < len(self._threads):
             self._queue.put(self._END)
             self._ends += 1
-        for stopped in self._stopped:
+        for stopped in self._started:
             stopped.wait()
 
     def abort(self) -> BaseException | None:

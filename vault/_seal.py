@@ -267,11 +267,11 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
                 buffers[k].refs += 1
         return _Segment(index, lo, hi, runs, used)
 
-    out: _Sink | None = None
-    stage: _Sink | None = None
+    out = _Sink(write, "write", give_back, depth=2 * writers, threads=writers, start=False)
+    stage = _Sink(work, "seal", release, depth=_STAGE_DEPTH * workers, threads=workers, start=False)
     try:  # the threads are started inside it: an interruption between two starts stops the first
-        out = _Sink(write, "write", give_back, depth=2 * writers, threads=writers)
-        stage = _Sink(work, "seal", release, depth=_STAGE_DEPTH * workers, threads=workers)
+        out.start()
+        stage.start()
         total = 0
         count = 0  # buffers read
         held: list[int] = []  # buffers the reader still holds a reference to, oldest first
@@ -307,6 +307,6 @@ def _seal(reader: Any, head: bytes, sealer: ChunkSealer, commit: Callable[[memor
         out.close()
     except BaseException:
         # both stopped before the import gate opens (vault/_threads.py)
-        stop_all(*[sink.abort for sink in (stage, out) if sink is not None])
+        stop_all(stage.abort, out.abort)
         raise
     return total, handed

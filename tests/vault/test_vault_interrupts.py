@@ -271,3 +271,18 @@ def test_a_seal_interrupted_while_starting_its_threads_leaves_none(tmp_path, own
     with pytest.raises(Interrupted):
         vault.seal(os.urandom(2 * MIB))
     assert _threads_end("vault-"), vault_threads()
+
+
+def test_a_sink_built_unstarted_runs_no_thread_until_start_and_aborts_at_once() -> None:
+    """Seal and open build their sinks unstarted and start them inside the try whose
+    cleanup aborts them: an interruption between construction and assignment leaves
+    nothing running."""
+    seen: list[int] = []
+    sink = _Sink(lambda items: seen.extend(items), "unstarted", depth=4, threads=2, start=False)
+    assert not [name for name in vault_threads() if name.startswith("vault-unstarted")]
+    assert sink.abort() is None  # nothing started: nothing to wait for
+    started = _Sink(lambda items: seen.extend(items), "later", depth=4, start=False)
+    started.start()
+    started.put(7)
+    started.close()
+    assert seen == [7] and _threads_end("vault-later")
