@@ -12,9 +12,10 @@ Thread.join() is not what is waited on: interrupted, Python 3.11 marks a thread 
 that is still running (bpo-45274), and the next join() returns at once. Each thread sets
 an Event as its last step instead.
 
-Pure Python cannot make this airtight: an interruption can land at an instruction outside
-any `try` (a second one at the entry of the caller's cleanup or at a loop's jump back, or
-one between a stage's construction and its assignment, before the caller can know it).
+Pure Python cannot make this airtight: a second interruption can land at an instruction
+outside any `try` (at the entry of the caller's cleanup, or at a loop's jump back). The
+stages are built unstarted and started inside the `try` whose cleanup aborts them, so the
+first one cannot leave threads the caller does not know of.
 So what would be harmful is also prevented where it happens: open's writer writes into a
 descriptor of its own (_Output dups it), never into a number the caller closes and the
 process reuses. A thread abandoned that way finishes what was queued for it (into the
