@@ -247,8 +247,8 @@ def _open_input(path: str) -> Iterator[tuple[BinaryIO, int | None]]:
 
 @_cli_errors
 def keygen(
-    output: Annotated[Path | None, typer.Option("-o", "--output", help="Identity file [default: <home>/identity.key]",
-                                                show_default=False)] = None,
+    output: Annotated[str | None, typer.Option("-o", "--output", help="Identity file, or - for standard output "
+                                               "[default: <home>/identity.key]", show_default=False)] = None,
     home: HomeOpt = None,
     pq: Annotated[bool, typer.Option("--pq", help="A post-quantum hybrid (ML-KEM-768 + X25519) identity, "
                                      "as `age-keygen -pq` makes; opening its files with the age tool "
@@ -256,13 +256,21 @@ def keygen(
     as_json: JsonOpt = False,
 ) -> None:
     """Generate an age identity (X25519, or post-quantum with --pq), write it (mode 0600)
-    and print its recipient."""
+    and print its recipient. `-o -` prints the identity file instead, as `age-keygen`
+    does, and the recipient (or the --json report) goes to standard error."""
     from vault.age import HybridIdentity, X25519Identity
 
-    path = output or _home(home) / "identity.key"
     identity = HybridIdentity.generate() if pq else X25519Identity.generate()
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     text = f"# created: {created}\n# public key: {identity.recipient}\n{identity}\n"
+    if output == "-":  # the text as given: ./- is a file named -
+        typer.echo(text, nl=False)
+        if as_json:
+            typer.echo(json.dumps({"recipient": str(identity.recipient), "path": "-"}, sort_keys=True), err=True)
+        else:
+            typer.echo(f"Public key: {identity.recipient}", err=True)
+        return
+    path = Path(output).expanduser() if output is not None else _home(home) / "identity.key"
     from vault._fileio import write_all
     from vault.tempfiles import atomic_output
 

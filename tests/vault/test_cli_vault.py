@@ -232,6 +232,20 @@ def test_ipfs_add_onto_a_full_disk_says_that_what_it_stored_is_left_for_gc(tmp_p
     assert FilesystemBlockstore(home).pins() == frozenset()
 
 
+def test_keygen_to_standard_output_prints_the_identity_file_and_the_recipient_on_stderr(tmp_path, home, run,
+                                                                                       monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run("keygen", "-o", "-")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    identity = X25519Identity.parse(lines[-1])
+    assert lines[0].startswith("# created: ") and lines[1] == f"# public key: {identity.recipient}"
+    assert result.stderr == f"Public key: {identity.recipient}\n"
+    assert not (tmp_path / "-").exists() and not (home / "identity.key").exists()
+    as_json = run("keygen", "-o", "-", "--json")
+    assert json.loads(as_json.stderr)["recipient"] == as_json.stdout.splitlines()[1].split(": ")[1]
+
+
 def test_keygen_that_fails_to_write_leaves_no_identity_and_can_be_run_again(tmp_path, home, run, monkeypatch) -> None:
     path = tmp_path / "me.key"
     real_fsync = os.fsync
