@@ -402,9 +402,8 @@ class _Sink:
         start() has returned; one interrupted while starting is not (nothing is queued
         before start() returns, so it can only take an end marker, which abort() puts)."""
         for thread, stopped in zip(self._threads, self._stopped):
-            if stopped not in self._started and not thread.is_alive():
-                thread.start()
-                self._started.append(stopped)
+            thread.start()
+            self._started.append(stopped)
 
     def _items(self, ended: list[bool]) -> Iterator[Any]:
         while (item := self._queue.get()) is not self._END:

@@ -963,17 +963,24 @@ def test_a_background_batch_rewrites_the_blocks_renamed_into_a_shard_whose_fsync
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    first = _inodes_of_a_failing_batch(store, blocks, queued.set)
+    for cid, data in blocks:
+        now = store._path(cid).stat().st_ino
+        assert now != first[cid] and now in synced  # each written again and made durable
+        assert store.get(cid) == data
+
+
+def _inodes_of_a_failing_batch(store, blocks, before_the_end=lambda: None) -> dict:
+    """Put `blocks` in one background batch whose end raises EIO (the test's fault); the
+    inode each block file had right after its put."""
     first = {}
     with pytest.raises(OSError, match="Input/output error"):
         with store.batch(background=True):
             for cid, data in blocks:
                 store.put(cid, data)
                 first[cid] = store._path(cid).stat().st_ino
-            queued.set()
-    for cid, data in blocks:
-        now = store._path(cid).stat().st_ino
-        assert now != first[cid] and now in synced  # each written again and made durable
-        assert store.get(cid) == data
+            before_the_end()
+    return first
 
 
 def test_a_block_the_other_fsync_thread_took_for_synced_is_rewritten_too(
@@ -1003,12 +1010,7 @@ def test_a_block_the_other_fsync_thread_took_for_synced_is_rewritten_too(
         real(path)
 
     monkeypatch.setattr(bs_flusher, "fsync_dir", fsync_dir)
-    first = {}
-    with pytest.raises(OSError, match="Input/output error"):
-        with store.batch(background=True):
-            for cid, data in blocks:
-                store.put(cid, data)
-                first[cid] = store._path(cid).stat().st_ino
+    first = _inodes_of_a_failing_batch(store, blocks)
     assert calls[0] == 2
     for cid, data in blocks:
         assert store._path(cid).stat().st_ino != first[cid]  # both written again

@@ -5,6 +5,7 @@ reader that goes away (`| head`) ends the command quietly with 141, as SIGPIPE w
 The commands run through CliRunner, or as real processes where file descriptors matter."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -82,21 +83,15 @@ def test_car_export_to_a_fifo_streams_the_car_through_it(tmp_path, home) -> None
     reader.join(30)
     assert result.exit_code == 0, result.output
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
-    roots, blocks = read_car(iter_bytes(got[0]))
+    roots, blocks = read_car(io.BytesIO(got[0]))
     assert roots == [CID.decode(cid)] and sum(1 for _ in blocks) == 4  # 3 leaves and the root
-
-
-def iter_bytes(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 def test_car_export_to_standard_output_with_its_report_on_stderr(tmp_path, home) -> None:
     cid = added(tmp_path, b"hello\n")
     result = cli("car", "export", cid, "-o", "-", "--json")
     assert result.exit_code == 0, result.output
-    roots, blocks = read_car(iter_bytes(result.stdout_bytes))
+    roots, blocks = read_car(io.BytesIO(result.stdout_bytes))
     assert roots == [CID.decode(cid)] and [c for c, _ in blocks] == [CID.decode(cid)]
     report = json.loads(result.stderr)
     assert report["path"] == "-" and report["bytes"] == len(result.stdout_bytes)
@@ -113,7 +108,7 @@ def test_car_export_through_a_symbolic_link_writes_its_target(tmp_path, home) ->
     result = cli("car", "export", cid, "-o", str(link))
     assert result.exit_code == 0, result.output
     assert link.is_symlink() and os.readlink(link) == str(target)
-    assert read_car(iter_bytes(target.read_bytes()))[0] == [CID.decode(cid)]
+    assert read_car(io.BytesIO(target.read_bytes()))[0] == [CID.decode(cid)]
 
 
 def test_car_export_to_a_directory_names_it_not_a_temp_file(tmp_path, home) -> None:
@@ -262,5 +257,5 @@ def test_dot_slash_dash_is_a_file_named_dash(tmp_path, home, monkeypatch) -> Non
     monkeypatch.chdir(tmp_path)
     result = cli("car", "export", cid, "-o", "./-")
     assert result.exit_code == 0, result.output
-    assert result.stdout_bytes == b"" and read_car(iter_bytes((tmp_path / "-").read_bytes()))[0] == [CID.decode(cid)]
+    assert result.stdout_bytes == b"" and read_car(io.BytesIO((tmp_path / "-").read_bytes()))[0] == [CID.decode(cid)]
     assert json.loads(cli("car", "export", cid, "-o", "./-", "--json").stdout)["path"] == "./-"
