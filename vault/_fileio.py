@@ -112,14 +112,15 @@ _AT_FDCWD = -100
 _RENAME_NOREPLACE = 1
 
 
-def rename_noreplace(src: Path, dst: Path) -> bool:
-    """Rename `src` to `dst` in one step unless `dst` exists (FileExistsError; also for a
-    dangling symbolic link): renameat2(2) with RENAME_NOREPLACE (Linux >= 3.15; os.rename
-    has no such flag). False where that is not available (no renameat2, or a filesystem
-    that refuses the flag): the caller then needs another way."""
+def rename_noreplace(src: Path | str, dst: Path | str, *, dir_fd: int = _AT_FDCWD) -> bool:
+    """Rename `src` to `dst` (both relative to `dir_fd` if given) in one step unless `dst`
+    exists (FileExistsError; also for a dangling symbolic link): renameat2(2) with
+    RENAME_NOREPLACE (Linux >= 3.15; os.rename has no such flag). False where that is not
+    available (no renameat2, or a filesystem that refuses the flag): the caller then needs
+    another way."""
     if _RENAMEAT2 is None:
         return False
-    if _RENAMEAT2(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
+    if _RENAMEAT2(dir_fd, os.fsencode(src), dir_fd, os.fsencode(dst), _RENAME_NOREPLACE) == 0:
         return True
     err = ctypes.get_errno()
     if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):

@@ -85,7 +85,7 @@ from vault.cid import CID, RAW
 from vault.commitment import Committer
 from vault.errors import HeaderError, InputValidationError, IntegrityError
 from vault._threads import wait_out
-from vault.tempfiles import atomic_output, output_path
+from vault.tempfiles import Output, atomic_output, resolve_output
 from vault.unixfs import DEFAULT_PROFILE, PROFILES, Importer, export
 
 Progress = Callable[[int], None]
@@ -228,15 +228,15 @@ class Vault:
                 f"identity must be an X25519Identity or HybridIdentity, got {type(identity).__name__}")
         if header is not None and not isinstance(header, (bytes, bytearray)):
             raise InputValidationError(f"header must be bytes or None, got {type(header).__name__}")
-        out = Path(out)
-        if out.is_dir():
-            raise InputValidationError(f"output path {out} is a directory")
-        out = output_path(out)  # a symbolic link's target; not a device, not read-only
-        if not out.parent.is_dir():
-            raise InputValidationError(f"output directory {out.parent} does not exist")
-        if isinstance(self.store, FilesystemBlockstore) and self.store.owns(out):
-            raise InputValidationError(f"output path {out} is inside the block store at {self.store.root}")
+        # the output's directory, found once and held open: every later step (the check
+        # below, the temp file, the rename) is in it, whatever is swapped on the way meanwhile
+        with resolve_output(Path(out)) as target:  # a symbolic link's target; not a device, not read-only
+            if isinstance(self.store, FilesystemBlockstore) and self.store.owns(target.name, dir_fd=target.dir.fd):
+                raise InputValidationError(f"output path {target.path} is inside the block store at {self.store.root}")
+            return self._open_into(target, root, header, identity, commitment, get_block, progress)
 
+    def _open_into(self, target: Output, root: CID, header: bytes | None, identity: X25519Identity | HybridIdentity,
+                   commitment: bytes, get_block: GetBlock | None, progress: Progress | None) -> int:
         prefetch = None
         if get_block is None and isinstance(self.store, FilesystemBlockstore):
             # A disk: read the leaves ahead, past the page cache, and let export() hash them
@@ -253,7 +253,7 @@ class Vault:
         # open to the same `out` is refused, and a crashed one's plaintext is removed, not left
         blocks: Iterator[bytes] | None = None
         try:
-            with atomic_output(out, "open") as (fd, _tmp), open(fd, "wb", buffering=0, closefd=False) as fh:
+            with atomic_output(target, "open") as (fd, _tmp), open(fd, "wb", buffering=0, closefd=False) as fh:
                 blocks = export(root, get_block, prefetch.verify if prefetch is not None else None)
                 ciphertext = _Ciphertext(blocks)
                 stored = read_header(ciphertext)  # replaced by `header` unless None

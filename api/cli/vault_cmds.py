@@ -33,6 +33,7 @@ from vault.errors import VaultError
 
 if TYPE_CHECKING:  # the commands import the vault lazily: a fast start for --help
     from vault.cid import CID
+    from vault.tempfiles import Output
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PROGRESS_MIN = 8 << 20  # show a bar only for files at least this large
@@ -457,10 +458,7 @@ def car_export(
     a Kubo daemon, checked before the rename: root, every block, the whole DAG). `-o -`,
     a FIFO or a character device (/dev/null) is written to as the blocks are read, each
     verified first."""
-    from vault.blockstore import FilesystemBlockstore
-    from vault.car import export_car
-    from vault.tempfiles import atomic_output, output_path
-    from vault.unixfs import dag_stat
+    from vault.tempfiles import resolve_output
 
     root = _cid(cid)
     to_stdout = output == "-"  # the text as given: ./- is a file named -
@@ -475,14 +473,26 @@ def car_export(
     given, output = output, Path(output).expanduser()
     if output.is_dir():
         raise _fail(f"{output} is a directory: name the CAR file to write")
-    output = output_path(output)  # through a symbolic link; not over a device or a read-only file
+    # the CAR's directory, found once and held open (through a symbolic link; not over a
+    # device or a read-only file): the store check and the write are in the same one
+    with resolve_output(output) as target:
+        _export_file(root, target, given, home, kubo, as_json)
+
+
+def _export_file(root: CID, target: Output, given: str, home: Path | None, kubo: str | None, as_json: bool) -> None:
+    from vault.blockstore import FilesystemBlockstore
+    from vault.car import export_car
+    from vault.tempfiles import atomic_output
+    from vault.unixfs import dag_stat
+
+    output = target.path
     store = None if kubo else _reading(home, root)
-    if FilesystemBlockstore.owned_by(_home(home), output):
+    if FilesystemBlockstore.owned_by(_home(home), target.name, dir_fd=target.dir.fd):
         raise _fail(f"{output} is inside the node's block store: write the CAR elsewhere")
     # one short temp name per output, locked while written (vault/tempfiles.py): a second
     # export to the same path is refused, and what a crashed one left is removed
     blocks = None
-    with atomic_output(output, "car-export", 0o666) as (fd, _tmp), open(fd, "wb", closefd=False) as fh:
+    with atomic_output(target, "car-export", 0o666) as (fd, _tmp), open(fd, "wb", closefd=False) as fh:
         if kubo:
             with _kubo(kubo) as client, _progress(None, "exporting") as advance:
                 for piece in client.dag_export(root):
@@ -500,8 +510,9 @@ def car_export(
                 blocks = export_car(store, root, _Counted(fh, advance))  # type: ignore[arg-type]
         fh.flush()
         os.fsync(fh.fileno())
+        size = os.fstat(fh.fileno()).st_size
     if as_json:
-        _echo_json({"root": str(root), "path": given, "blocks": blocks, "bytes": output.stat().st_size})
+        _echo_json({"root": str(root), "path": given, "blocks": blocks, "bytes": size})
 
 
 def _streams(output: Path) -> bool:

@@ -133,7 +133,7 @@ def test_output_path_refuses_what_a_rename_would_replace_by_a_file(tmp_path, mon
     readonly = tmp_path / "ro"
     readonly.write_bytes(b"keep")
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == readonly else real_access(p, mode))
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if p == "ro" else real_access(p, mode, **kw))
     with pytest.raises(InputValidationError, match="is not writable"):  # root may write anything
         output_path(readonly)
     dangling = tmp_path / "dangling"
@@ -249,7 +249,10 @@ def test_dot_dot_after_a_link_is_the_targets_parent(tmp_path) -> None:
     (tmp_path / "real" / "sub").mkdir(parents=True)
     (tmp_path / "a").symlink_to(tmp_path / "real" / "sub")
     assert output_path(tmp_path / "a" / ".." / "out") == tmp_path / "real" / "out"  # as the kernel resolves it
+    (tmp_path / "plain").mkdir()
     assert output_path(tmp_path / "plain" / ".." / "x") == tmp_path / "plain" / ".." / "x"  # no link: as given
+    with pytest.raises(InputValidationError, match="does not exist"):  # as the kernel's ENOENT
+        output_path(tmp_path / "missing" / ".." / "x")
 
 
 def test_dot_slash_dash_is_a_file_named_dash(tmp_path, home, monkeypatch) -> None:

@@ -8,7 +8,8 @@ import pytest
 
 from vault import tempfiles
 from vault.errors import InputValidationError
-from vault.tempfiles import atomic_output, claim_temp, discard_temp, install_temp, temp_path
+from vault._outdir import OutputDir
+from vault.tempfiles import atomic_output, claim_temp, resolve_output, temp_path
 
 
 def _open_fds_to(path: Path) -> int:
@@ -17,7 +18,8 @@ def _open_fds_to(path: Path) -> int:
 
 def _needs_unnamed(directory: Path, otherwise: str) -> None:
     """Skip unless `directory`'s filesystem has O_TMPFILE (`otherwise`: what happens there)."""
-    probe = tempfiles._unnamed(directory, 0o600)
+    with resolve_output(directory / "probe") as where:
+        probe = tempfiles._unnamed(where.dir, 0o600)
     if probe is None:
         pytest.skip(f"no O_TMPFILE here: {otherwise}")
     os.close(probe)
@@ -54,13 +56,14 @@ def test_what_a_crashed_writer_left_is_removed_and_a_fresh_file_made(tmp_path: P
         tmp.chmod(0o444)
     if leftover == "hard-linked":
         os.link(tmp, precious)
-    fd, again = claim_temp(out, "open")
+    claim = claim_temp(out, "open")
+    fd, again = claim.fd, claim.path
     st = os.fstat(fd)
     assert again == tmp and len(tmp.name) < 60
     # a file of this process's own (the leftover's name removed; its inode number may be reused)
     assert st.st_size == 0 and st.st_nlink == 1 and st.st_uid == os.geteuid() and st.st_mode & 0o777 == 0o600
     os.write(fd, b"new plaintext")
-    discard_temp(fd, again)
+    claim.discard()
     if leftover == "hard-linked":  # the other name keeps its bytes: nothing was written into it
         assert precious.read_bytes() == b"partial plaintext of a run that was killed"
         precious.unlink()
@@ -84,17 +87,17 @@ def test_a_failed_directory_fsync_removes_the_output_only_if_it_is_still_ours(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out.bin"
 
-    def replaced_meanwhile(path: Path) -> None:
+    def replaced_meanwhile(directory: OutputDir) -> None:
         (tmp_path / "newer").write_bytes(b"another writer's output")
         os.replace(tmp_path / "newer", out)
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(tempfiles, "fsync_dir", replaced_meanwhile)
-    fd, tmp = claim_temp(out, "open")
-    os.write(fd, b"ours")
+    monkeypatch.setattr(OutputDir, "fsync", replaced_meanwhile)
+    claim = claim_temp(out, "open")
+    os.write(claim.fd, b"ours")
     with pytest.raises(OSError, match="Input/output error"):
-        install_temp(fd, tmp, out)
-    discard_temp(fd, tmp)
+        claim.install()
+    claim.discard()
     assert out.read_bytes() == b"another writer's output"
 
 
@@ -102,27 +105,27 @@ _RACER = r"""
 import os, sys, time
 from pathlib import Path
 from vault.errors import InputValidationError
-from vault.tempfiles import claim_temp, discard_temp, install_temp
+from vault.tempfiles import claim_temp
 out, marker, seconds = Path(sys.argv[1]), sys.argv[2].encode(), float(sys.argv[3])
 claims = unlinked = wrong = 0
 end = time.monotonic() + seconds
 while time.monotonic() < end:
     try:
-        fd, tmp = claim_temp(out, "open")
+        claim = claim_temp(out, "open")
     except InputValidationError:
         continue
     claims += 1
-    if os.fstat(fd).st_nlink == 0:
+    if os.fstat(claim.fd).st_nlink == 0:
         unlinked += 1  # someone removed the file this claim is writing
-    os.write(fd, marker)
+    os.write(claim.fd, marker)
     if claims % 2:
-        discard_temp(fd, tmp)
+        claim.discard()
         continue
     try:
-        install_temp(fd, tmp, out)
+        claim.install()
     except InputValidationError:
         wrong += 1  # the name no longer held this claim's file
-    os.close(fd)
+    claim.close()
 print(claims, unlinked, wrong)
 """
 
@@ -162,7 +165,7 @@ def test_a_filesystem_without_hard_links_still_gets_a_claimed_temp_file(tmp_path
 def test_without_overwrite_an_existing_output_stays_and_nothing_is_left(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str) -> None:
     if how != "renameat2":  # a kernel or filesystem without RENAME_NOREPLACE
-        monkeypatch.setattr(tempfiles, "rename_noreplace", lambda src, dst: False)
+        monkeypatch.setattr(tempfiles, "rename_noreplace", lambda src, dst, **kwargs: False)
     if how == "no-links":
         def no_links(src, dst, **kwargs) -> None:  # noqa: ANN001, ANN003
             raise OSError(1, "Operation not permitted")
@@ -342,3 +345,40 @@ def test_with_the_ready_name_taken_our_random_named_leftovers_are_swept(
         os.write(fd, b"the new key")
     assert out.read_bytes() == b"the new key"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, taken.name])
+
+
+def test_a_directory_swapped_after_resolving_is_not_written_through(tmp_path: Path) -> None:
+    """What resolve_output found is where atomic_output writes: the directory held open,
+    not the path, which now names another directory."""
+    (tmp_path / "d").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    with resolve_output(tmp_path / "d" / "out.bin") as target:
+        (tmp_path / "d").rename(tmp_path / "moved")
+        (tmp_path / "d").symlink_to(tmp_path / "elsewhere")
+        with atomic_output(target, "open") as (fd, tmp):
+            assert tmp == tmp_path / "d" / tmp.name  # named as found, for messages
+            os.write(fd, b"ours")
+            os.fsync(fd)
+        assert target.dir.fd >= 0  # a given Output is left open for its owner
+    assert (tmp_path / "moved" / "out.bin").read_bytes() == b"ours"
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert sorted(p.name for p in (tmp_path / "moved").iterdir()) == ["out.bin"]
+
+
+def test_resolve_output_walks_links_and_dot_dot_as_the_kernel_does(tmp_path: Path) -> None:
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "up").symlink_to("real/sub")  # relative
+    (tmp_path / "real" / "sub" / "abs").symlink_to(tmp_path / "real")  # absolute, further on
+    with resolve_output(tmp_path / "up" / "abs" / "sub" / ".." / "f") as found:
+        assert found.path == tmp_path / "real" / "f" and found.name == "f"
+        assert os.path.samestat(os.fstat(found.dir.fd), os.stat(tmp_path / "real"))
+    with resolve_output(Path("relative-name")) as found:  # the working directory, as given
+        assert found.path == Path("relative-name") and os.path.samestat(os.fstat(found.dir.fd), os.stat("."))
+    (tmp_path / "f").write_bytes(b"")
+    for bad, why in [(tmp_path / "f" / "x", "Not a directory"), (tmp_path / "real" / "..", "is a directory"),
+                     (Path("/"), "is a directory")]:
+        with pytest.raises(InputValidationError, match=why):
+            resolve_output(bad)
+    (tmp_path / "kept").symlink_to(tmp_path / "f")  # follow=False: the link's own name
+    with resolve_output(tmp_path / "kept", follow=False) as found:
+        assert found.name == "kept" and found.path == tmp_path / "kept"

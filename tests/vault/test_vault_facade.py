@@ -369,32 +369,33 @@ def test_open_writes_an_output_whose_name_is_near_name_max(store, owner, outdir)
 
 
 def test_a_failed_directory_fsync_after_the_rename_leaves_nothing_at_out(store, owner, outdir, monkeypatch) -> None:
-    import vault.tempfiles as tempfiles
+    from vault._outdir import OutputDir
 
     sealed = Vault(store, owner).seal([b"secret plaintext"])
     out = outdir / "o.bin"
     out.write_bytes(b"what was there")
 
-    def failing(path) -> None:  # noqa: ANN001
+    def failing(directory) -> None:  # noqa: ANN001
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(tempfiles, "fsync_dir", failing)
+    monkeypatch.setattr(OutputDir, "fsync", failing)
     with pytest.raises(OSError, match="Input/output error"):
         Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
     assert list(outdir.iterdir()) == []
 
 
 def test_a_second_open_to_the_same_output_is_refused_while_one_is_under_way(store, owner, outdir) -> None:
-    from vault.tempfiles import claim_temp, discard_temp
+    from vault.tempfiles import claim_temp
 
     sealed = Vault(store, owner).seal([b"plaintext"])
     out = outdir / "o.bin"
-    fd, tmp = claim_temp(out, "open")  # as an open under way in another thread or process holds it
-    os.write(fd, b"the other open's partial plaintext")
+    claim = claim_temp(out, "open")  # as an open under way in another thread or process holds it
+    tmp = claim.path
+    os.write(claim.fd, b"the other open's partial plaintext")
     with pytest.raises(InputValidationError, match="another open to .* is under way"):
         Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment)
     assert tmp.read_bytes() == b"the other open's partial plaintext" and not out.exists()
-    discard_temp(fd, tmp)
+    claim.discard()
     assert Vault(store, owner).open(sealed.cid, None, owner, out, commitment=sealed.commitment) == 9
     assert [p.name for p in outdir.iterdir()] == ["o.bin"]
 
@@ -420,6 +421,49 @@ def test_open_refuses_an_output_inside_the_block_store(store, owner, tmp_path) -
     assert store.get(CID.decode(sealed.cid))  # still whole
     out = store.root / "beside-the-store.bin"  # the store's own directory, outside blocks/ and pins/
     assert vault.open(sealed.cid, None, owner, out, commitment=sealed.commitment) == 10_000
+
+
+def test_a_directory_swapped_for_a_link_into_the_store_after_the_check_is_not_written_through(
+        store, owner, tmp_path, monkeypatch) -> None:
+    """The output's directory is checked and written as one open directory: replacing it
+    on the way by a link into a shard, between the check and the write, changes nothing
+    (the path was resolved again for the write, and a pinned block replaced by plaintext)."""
+    vault = Vault(store, owner)
+    sealed = vault.seal(b"twin model" * 1000)
+    block = store._path(CID.decode(sealed.cid))
+    before = block.read_bytes()
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    checked = FilesystemBlockstore.owns
+
+    def swap_after_the_check(self, path, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        answer = checked(self, path, **kwargs)
+        outdir.rename(tmp_path / "moved")
+        outdir.symlink_to(block.parent)  # out/<block name> is the block now
+        return answer
+
+    monkeypatch.setattr(FilesystemBlockstore, "owns", swap_after_the_check)
+    assert vault.open(sealed.cid, None, owner, outdir / block.name, commitment=sealed.commitment) == 10_000
+    assert (tmp_path / "moved" / block.name).read_bytes() == b"twin model" * 1000
+    assert block.read_bytes() == before and sorted(p.name for p in (tmp_path / "moved").iterdir()) == [block.name]
+
+
+def test_owns_with_a_directory_descriptor_checks_that_directory_wherever_it_is_now(store, tmp_path) -> None:
+    shard = store._path(CID.decode(Vault(store, X25519Identity.generate()).seal(b"x").cid)).parent
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    fd = os.open(tmp_path / "d" / "sub", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert not store.owns("f", dir_fd=fd)
+        (tmp_path / "d").rename(shard / "d")  # the directory held is inside a shard now
+        assert store.owns("f", dir_fd=fd) and store.owns(shard / "d" / "sub" / "f")
+        assert not store.owns(tmp_path / "d" / "sub" / "f")  # that path names nothing now
+        root = os.open(store.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert store.owns("pins.json", dir_fd=root) and not store.owns("beside.bin", dir_fd=root)
+        finally:
+            os.close(root)
+    finally:
+        os.close(fd)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="a bind mount needs root")

@@ -102,10 +102,47 @@ def _shard_identities(blocks: Path) -> set[_Identity]:
 
 def owned_by(root: Path, path: Path) -> bool:
     """Whether a file written at `path` would land in the store at `root` (see
-    FilesystemBlockstore.owns)."""
-    parent = path.parent.resolve()
-    if _identity(parent) == _identity(root) and path.name in ("blocks", "pins", "pins.json", "gc.lock"):
-        return parent.exists()
+    FilesystemBlockstore.owns): its directory as the kernel finds it now."""
+    try:
+        fd = os.open(path.parent, _UP)
+    except OSError:  # no such directory: nothing can be written there
+        return False
+    try:
+        return owned_entry(root, fd, path.name)
+    finally:
+        os.close(fd)
+
+
+_UP = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def owned_entry(root: Path, directory: int, name: str) -> bool:
+    """Whether a file named `name` in the open directory `directory` is in the store at
+    `root`: the directory or one above it (walked up through `..` from the descriptor, so
+    the chain is the directory's own, whatever happens to the path it was opened by) is
+    the store's pins, blocks or a shard, or the directory is the store's root and `name`
+    one of its own entries."""
+    chain = _chain(directory)
+    if chain[0] == _identity(root) and name in ("blocks", "pins", "pins.json", "gc.lock"):
+        return True
     mine = {_identity(root / "pins")} | _shard_identities(root / "blocks")
     mine.discard(None)
-    return any(_identity(d) in mine for d in (parent, *parent.parents))
+    return any(ident in mine for ident in chain)
+
+
+def _chain(directory: int) -> list[_Identity]:
+    """The identities of `directory` and of each directory above it, up to the root."""
+    st = os.fstat(directory)
+    chain = [(st.st_dev, st.st_ino)]
+    cur = os.open("..", _UP, dir_fd=directory)
+    try:
+        while True:
+            st = os.fstat(cur)
+            if (st.st_dev, st.st_ino) in chain:  # "/" is its own parent
+                return chain
+            chain.append((st.st_dev, st.st_ino))
+            up = os.open("..", _UP, dir_fd=cur)
+            os.close(cur)
+            cur = up
+    finally:
+        os.close(cur)

@@ -20,7 +20,8 @@ from vault._fileio import (ALIGN, DIRECT_MIN, O_DIRECT, aligned_copy, fsync_dir,
                            write_direct, write_text_durably)
 from vault.blockstore import _flusher
 from vault.blockstore._flusher import SYNC_METHODS, Batch, Flusher, Suspects, flush
-from vault.blockstore._layout import B32, SHARDING, STALE_TEMP, b32_bytes, b32_key, owned_by, scan
+from vault.blockstore._layout import (B32, SHARDING, STALE_TEMP, b32_bytes, b32_key, owned_by,
+                                      owned_entry, scan)
 from vault.blockstore._pinning import _Pinning
 from vault.cid import CID
 from vault.errors import BlockMismatchError, BlockNotFoundError, InputValidationError, IntegrityError, InvalidCIDError
@@ -81,18 +82,22 @@ class FilesystemBlockstore(_Pinning):
         except OSError:
             return
 
-    def owns(self, path: Path | str) -> bool:
+    def owns(self, path: Path | str, *, dir_fd: int | None = None) -> bool:
         """Whether writing a file at `path` would write into the store: in its blocks, a
         shard or its pins (each directory above `path`, symbolic links and `..` resolved,
         is compared with them by device and inode, so a bind mount or another name of them
         counts too), or over its pins.json or gc.lock. An output written there would replace a
-        block or a pin, or stop every gc. The check is of the path as it is now: a
-        directory on the way swapped afterwards is not seen."""
-        return self.owned_by(self.root, path)
+        block or a pin, or stop every gc. `dir_fd` (as in os): `path` is a name in that open
+        directory, which is the one checked (vault.tempfiles.resolve_output holds the one an
+        output is written into); else the path is checked as it is now (a directory on the
+        way swapped afterwards is not seen)."""
+        return self.owned_by(self.root, path, dir_fd=dir_fd)
 
     @staticmethod
-    def owned_by(root: Path | str, path: Path | str) -> bool:
+    def owned_by(root: Path | str, path: Path | str, *, dir_fd: int | None = None) -> bool:
         """owns() for the store at `root`, without opening it (which makes its directories)."""
+        if dir_fd is not None:
+            return owned_entry(Path(root), dir_fd, os.fspath(path))
         return owned_by(Path(root), Path(path))
 
     def _path(self, cid: CID) -> Path:
