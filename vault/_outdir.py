@@ -25,6 +25,7 @@ from vault.errors import InputValidationError
 _O_PATH = getattr(os, "O_PATH", os.O_RDONLY)  # Linux; elsewhere a readable directory is needed
 _WALK = _O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _MAX_LINKS = 40  # what the kernel follows before ELOOP
+_PATH_MAX = 4096  # Linux's, with its NUL
 
 _KINDS = {stat.S_IFDIR: "directory", stat.S_IFCHR: "character device", stat.S_IFBLK: "block device",
           stat.S_IFIFO: "FIFO", stat.S_IFSOCK: "socket"}
@@ -96,7 +97,7 @@ class Output:
         self.close()
 
 
-def resolve_output(out: Path, *, follow: bool = True) -> Output:
+def resolve_output(out: str | bytes | os.PathLike[str], *, follow: bool = True) -> Output:
     """Find and open the directory that an output at `out` is written into. follow: a
     symbolic link at `out` itself is written through (its target's directory and name; the
     link stays, as with cp); else the name `out` itself (a caller that never replaces).
@@ -105,9 +106,19 @@ def resolve_output(out: Path, *, follow: bool = True) -> Output:
     `out` that the rename would wrongly replace by a regular file (a directory, a device,
     a FIFO: `-o /dev/null` made /dev/null a regular file) or that this process may not
     write (open() would refuse a read-only file; rename(2) replaces it all the same).
-    The caller closes the result (a context manager)."""
+    A path given as text keeps its trailing slash (it names a directory, as for the
+    kernel: refused); a Path has none. The caller closes the result (a context manager)."""
     try:
-        return _walk(out, follow)
+        text = os.fsdecode(out)
+    except TypeError:
+        raise InputValidationError(f"output must be a path, got {type(out).__name__}") from None
+    if "\0" in text or not text:
+        raise InputValidationError(f"output path {text!r} is empty or holds a NUL byte")
+    out = Path(text)
+    try:
+        if len(os.fsencode(text)) >= _PATH_MAX:  # the walk has no limit of its own; open(2) would refuse it
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        return _walk(text, out, follow)
     except InputValidationError:
         raise
     except FileNotFoundError:
@@ -123,10 +134,18 @@ def output_path(out: Path) -> Path:
         return found.path
 
 
-def _walk(out: Path, follow: bool) -> Output:
-    pending = list(out.parts[1:] if out.is_absolute() else out.parts)
-    here = Path("/") if out.is_absolute() else Path(os.getcwd())  # getcwd: no links in it
-    cur = os.open("/" if out.is_absolute() else ".", _WALK)
+def _parts(text: str) -> list[str]:
+    """The components of a path or link target as the kernel walks them: a trailing slash
+    is a last "." (the name before it must be a directory)."""
+    parts = [p for p in text.split("/") if p]
+    return parts + ["."] if text.endswith("/") and parts else parts
+
+
+def _walk(text: str, out: Path, follow: bool) -> Output:
+    absolute = text.startswith("/")
+    pending = _parts(text)
+    here = Path("/") if absolute else Path(os.getcwd())  # getcwd: no links in it
+    cur = os.open("/" if absolute else ".", _WALK)
     links = 0
     try:
         while True:
@@ -134,7 +153,9 @@ def _walk(out: Path, follow: bool) -> Output:
                 raise InputValidationError(f"output path {out} is a directory")
             part = pending.pop(0)
             last = not pending
-            if part in ("", "."):
+            if part == ".":  # the directory itself: only as the last, after a slash
+                if last:
+                    raise InputValidationError(f"output path {out} is a directory")
                 continue
             if part == "..":
                 cur = _step(cur, "..")
@@ -145,19 +166,18 @@ def _walk(out: Path, follow: bool) -> Output:
             except FileNotFoundError:
                 if last:
                     return _found(cur, here, part, out if links == 0 else here / part)
-                raise
+                missing = here / part if links else out.parent  # a link's target: name what is missing
+                raise InputValidationError(f"output directory {missing} does not exist") from None
             if stat.S_ISLNK(st.st_mode) and (follow or not last):
                 links += 1
                 if links > _MAX_LINKS:
                     raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(out))
                 _require_own_link(cur, here / part, st)
-                target = Path(os.readlink(part, dir_fd=cur))
-                if target.is_absolute():
+                target = os.readlink(part, dir_fd=cur)  # text: a trailing slash counts
+                if target.startswith("/"):
                     cur = _restart(cur)
                     here = Path("/")
-                    pending = list(target.parts[1:]) + pending
-                else:
-                    pending = list(target.parts) + pending
+                pending = _parts(target) + pending
                 continue
             if last:
                 if follow:
@@ -188,11 +208,13 @@ def _restart(cur: int) -> int:
 
 def _found(cur: int, here: Path, name: str, shown: Path) -> Output:
     """The directory reached, reopened readable (it is listed and fsynced later)."""
+    if not os.access(".", os.W_OK | os.X_OK, dir_fd=cur):
+        raise InputValidationError(f"cannot write {shown}: its directory {here} is not writable")
     try:
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=cur)
     except PermissionError:
-        raise InputValidationError(f"cannot write into {here}: it is not readable (its entries and "
-                                   "fsync need it)") from None
+        raise InputValidationError(f"cannot write {shown}: its directory {here} is not readable (its "
+                                   "entries and fsync need it)") from None
     return Output(OutputDir(fd, here), name, shown)
 
 

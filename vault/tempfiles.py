@@ -73,7 +73,10 @@ def atomic_output(out: Path | Output, purpose: str, mode: int = 0o600, *,
     owned = not isinstance(out, Output)
     target = resolve_output(out, follow=overwrite) if owned else out
     try:
-        data = _unnamed(target.dir, mode)
+        try:
+            data = _unnamed(target.dir, mode)
+        except OSError as exc:  # ENOSPC, EROFS, a directory removed meanwhile
+            raise _cannot(target, exc) from None
         try:
             claim = claim_temp(target, purpose, mode, pass_foreign=data is not None)
         except BaseException:
@@ -124,9 +127,11 @@ class Claim:
         return self.out.dir / self.name
 
     def close(self) -> None:
+        fd, self.fd = self.fd, -1  # once: a second close could hit a reused number
         try:
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
         finally:
             if self._owned:
                 self.out.close()
@@ -167,10 +172,13 @@ class Claim:
                 src = _with_suffix(self.name, f".{secrets.token_hex(6)}.ready")
                 _name(data, d, src)
         try:
-            if overwrite:
-                d.replace(src, out)
-            else:
-                _link_new(d, src, out)
+            try:
+                if overwrite:
+                    d.replace(src, out)
+                else:
+                    _link_new(d, src, out)
+            except OSError as exc:  # EBUSY (a mount point), EXDEV: named in full, same class
+                raise OSError(exc.errno, exc.strerror, str(d / src), None, str(d / out)) from None
         except BaseException:
             if src != self.name:
                 with contextlib.suppress(OSError):
@@ -212,11 +220,22 @@ def claim_temp(out: Path | Output, purpose: str, mode: int = 0o600, *, pass_fore
     target = resolve_output(out) if owned else out
     try:
         fd, name = _claim(target, purpose, mode, pass_foreign)
+    except OSError as exc:
+        if owned:
+            target.close()
+        raise _cannot(target, exc) from None
     except BaseException:
         if owned:
             target.close()
         raise
     return Claim(target, fd, name, owned)
+
+
+def _cannot(out: Output, exc: OSError) -> InputValidationError:
+    """An error of a step relative to the output's directory (whose names are relative to
+    it), naming the output and its directory instead."""
+    return InputValidationError(f"cannot write {out.path} (in {out.dir.path}): "
+                                f"{exc.strerror or os.strerror(exc.errno or errno.EIO)}")
 
 
 def _claim(out: Output, purpose: str, mode: int, pass_foreign: bool) -> tuple[int, str]:

@@ -230,7 +230,7 @@ class Vault:
             raise InputValidationError(f"header must be bytes or None, got {type(header).__name__}")
         # the output's directory, found once and held open: every later step (the check
         # below, the temp file, the rename) is in it, whatever is swapped on the way meanwhile
-        with resolve_output(Path(out)) as target:  # a symbolic link's target; not a device, not read-only
+        with resolve_output(out) as target:  # a symbolic link's target; not a device, not read-only
             if isinstance(self.store, FilesystemBlockstore) and self.store.owns(target.name, dir_fd=target.dir.fd):
                 raise InputValidationError(f"output path {target.path} is inside the block store at {self.store.root}")
             return self._open_into(target, root, header, identity, commitment, get_block, progress)

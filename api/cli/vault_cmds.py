@@ -271,21 +271,25 @@ def keygen(
         else:
             typer.echo(f"Public key: {identity.recipient}", err=True)
         return
-    path = Path(output).expanduser() if output is not None else _home(home) / "identity.key"
+    given = os.path.expanduser(output) if output is not None else str(_home(home) / "identity.key")
+    path = Path(given)
     from vault._fileio import write_all
-    from vault.tempfiles import atomic_output
+    from vault.blockstore import FilesystemBlockstore
+    from vault.tempfiles import atomic_output, resolve_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    # written whole beside it, then moved into place (never over an existing file): a
-    # failed write (a full disk) or a kill leaves no empty or partial identity behind, and
-    # claiming the temp name removes what a killed run left there
+    # written whole beside it, then moved into place (never over an existing file, which
+    # the install refuses in one step): a failed write (a full disk) or a kill leaves no
+    # empty or partial identity behind, and claiming the temp name removes what a killed
+    # run left there; the directory is found once and held (vault/_outdir.py)
     try:
-        with atomic_output(path, "keygen", 0o600, overwrite=False) as (fd, _tmp):
-            if os.path.lexists(path):
-                raise FileExistsError(path)
-            os.fchmod(fd, 0o600)  # whatever the umask; on the descriptor, not a path that could be swapped
-            write_all(fd, text.encode("ascii"))
-            os.fsync(fd)
+        with resolve_output(given, follow=False) as target:
+            if FilesystemBlockstore.owned_by(_home(home), target.name, dir_fd=target.dir.fd):
+                raise _fail(f"{path} is inside the node's block store: write the identity elsewhere")
+            with atomic_output(target, "keygen", 0o600, overwrite=False) as (fd, _tmp):
+                os.fchmod(fd, 0o600)  # whatever the umask; on the descriptor, not a path that could be swapped
+                write_all(fd, text.encode("ascii"))
+                os.fsync(fd)
     except FileExistsError:
         raise _fail(f"{path} already exists; refusing to overwrite an identity") from None
     if as_json:
@@ -475,7 +479,7 @@ def car_export(
         raise _fail(f"{output} is a directory: name the CAR file to write")
     # the CAR's directory, found once and held open (through a symbolic link; not over a
     # device or a read-only file): the store check and the write are in the same one
-    with resolve_output(output) as target:
+    with resolve_output(os.path.expanduser(given)) as target:  # text: a trailing slash counts
         _export_file(root, target, given, home, kubo, as_json)
 
 

@@ -382,3 +382,112 @@ def test_resolve_output_walks_links_and_dot_dot_as_the_kernel_does(tmp_path: Pat
     (tmp_path / "kept").symlink_to(tmp_path / "f")  # follow=False: the link's own name
     with resolve_output(tmp_path / "kept", follow=False) as found:
         assert found.name == "kept" and found.path == tmp_path / "kept"
+
+
+def test_a_trailing_slash_names_a_directory_as_for_the_kernel(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"old")
+    os.symlink("f/", tmp_path / "lf")  # the link's text says "a directory named f"
+    os.symlink("newdir/", tmp_path / "ln")
+    for given, why in [(f"{tmp_path}/new/", "does not exist"), (f"{tmp_path}/f/", "Not a directory"),
+                       (str(tmp_path / "lf"), "Not a directory"), (str(tmp_path / "ln"), "does not exist"),
+                       (f"{tmp_path}/", "is a directory")]:
+        with pytest.raises(InputValidationError, match=why):
+            resolve_output(given)
+    assert (tmp_path / "f").read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["f", "lf", "ln"]
+
+
+def test_paths_the_kernel_would_refuse_are_input_errors(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["d" * 200] * 25)  # each name fine, the whole past PATH_MAX
+    with pytest.raises(InputValidationError, match="File name too long"):
+        resolve_output(deep / "out")
+    for bad in ["", "a\0b", b"a\0b"]:
+        with pytest.raises(InputValidationError, match="empty or holds a NUL"):
+            resolve_output(bad)
+    with pytest.raises(InputValidationError, match="must be a path"):
+        resolve_output(3)  # type: ignore[arg-type]
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "link").symlink_to("nodir/x")
+    with pytest.raises(InputValidationError, match=f"output directory {tmp_path}/d/nodir does not exist"):
+        resolve_output(tmp_path / "d" / "link")  # what is missing, not the link's own directory
+
+
+def test_a_claim_closes_once(tmp_path: Path) -> None:
+    claim = claim_temp(tmp_path / "out", "open")
+    claim.discard()
+    other = os.open(tmp_path, os.O_RDONLY)  # very likely the number the claim had
+    try:
+        claim.close()  # a second close must not close this
+        os.fstat(other)
+    finally:
+        os.close(other)
+    assert claim.fd == -1 and list(tmp_path.iterdir()) == []
+
+
+def test_a_directory_removed_while_held_is_an_input_error(tmp_path: Path) -> None:
+    (tmp_path / "gone").mkdir()
+    with resolve_output(tmp_path / "gone" / "x") as target:
+        (tmp_path / "gone").rmdir()
+        with pytest.raises(InputValidationError, match=f"cannot write {tmp_path}/gone/x"):
+            with atomic_output(target, "open") as (fd, _):
+                os.write(fd, b"x")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _as_nobody(fn, cwd: Path) -> str:  # noqa: ANN001
+    """fn() in a forked child that runs as nobody in `cwd` (no exec: the interpreter may sit
+    where nobody cannot reach it); what it returned or the InputValidationError it raised."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            os.chdir(cwd)
+            os.setgroups([])
+            os.setresgid(65534, 65534, 65534)
+            os.setresuid(65534, 65534, 65534)
+            try:
+                answer = f"ok {fn()}"
+            except InputValidationError as exc:
+                answer = f"InputValidationError {exc}"
+            os.write(write, answer.encode())
+        except BaseException as exc:  # noqa: BLE001
+            os.write(write, f"child failed: {exc!r}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        chunks = []
+        while chunk := os.read(read, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    return b"".join(chunks).decode()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running as another user needs root")
+def test_what_another_user_may_not_do_here_is_an_input_error(tmp_path: Path) -> None:
+    from vault.blockstore import FilesystemBlockstore
+
+    os.chmod(tmp_path, 0o755)
+    (tmp_path / "ro").mkdir(mode=0o755)  # root's: nobody may not write in it
+    (tmp_path / "locked" / "mine").mkdir(parents=True)
+    os.chown(tmp_path / "locked" / "mine", 65534, 65534)
+
+    def write() -> None:
+        with atomic_output(Path("out"), "open") as (fd, _):
+            os.write(fd, b"x")
+
+    def owns() -> bool:
+        fd = os.open(".", os.O_RDONLY)
+        return FilesystemBlockstore.owned_by(tmp_path / "store", "out", dir_fd=fd)
+
+    assert _as_nobody(write, tmp_path / "ro") == (
+        f"InputValidationError cannot write out: its directory {tmp_path}/ro is not writable")
+    assert _as_nobody(write, tmp_path / "locked" / "mine") == "ok None"
+    os.chmod(tmp_path / "locked", 0o700)  # nobody's working directory, under one nobody may not search
+    try:
+        checked = _as_nobody(owns, tmp_path / "locked" / "mine")
+    finally:
+        os.chmod(tmp_path / "locked", 0o755)
+    assert checked.startswith("InputValidationError cannot check that the output is outside the block store"), checked
+    assert list((tmp_path / "ro").iterdir()) == []

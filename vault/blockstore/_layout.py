@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vault.cid import CID, RAW
-from vault.errors import InvalidCIDError
+from vault.errors import InputValidationError, InvalidCIDError
 
 B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 SHARDING = "/repo/flatfs/shard/v1/next-to-last/2"  # what go-ds-flatfs writes for this layout
@@ -122,7 +122,11 @@ def owned_entry(root: Path, directory: int, name: str) -> bool:
     the chain is the directory's own, whatever happens to the path it was opened by) is
     the store's pins, blocks or a shard, or the directory is the store's root and `name`
     one of its own entries."""
-    chain = _chain(directory)
+    try:
+        chain = _chain(directory)
+    except OSError as exc:  # EACCES: a directory above that we may not search; fail closed
+        raise InputValidationError(f"cannot check that the output is outside the block store at {root}: a "
+                                   f"directory above its directory cannot be searched ({exc.strerror})") from None
     if chain[0] == _identity(root) and name in ("blocks", "pins", "pins.json", "gc.lock"):
         return True
     mine = {_identity(root / "pins")} | _shard_identities(root / "blocks")
