@@ -204,10 +204,10 @@ def claim_temp(out: Path | Output, purpose: str, mode: int = 0o600, *, pass_fore
     lock. InputValidationError if another writer holds it (the same output, under way),
     or if the name holds something this process cannot remove.
 
-    The file is made and locked under a private name first and only then linked to the
-    shared one: a file at the shared name is always locked by a live writer or left by a
-    dead one, never new and not yet locked (which a second claimant would take for a
-    crashed run's and remove). What a crashed run left at `<name>.ready` (see the module
+    The file is made and locked with no name (or, without O_TMPFILE, under a private
+    one) and only then linked to the shared one: a file at the shared name is always
+    locked by a live writer or left by a dead one, never new and not yet locked (which a
+    second claimant would take for a crashed run's and remove). What a crashed run left at `<name>.ready` (see the module
     docstring) is removed once the name is ours.
 
     A file at the shared name that another user owns (in a shared, sticky directory
@@ -239,37 +239,61 @@ def _cannot(out: Output, exc: OSError) -> InputValidationError:
 
 
 def _claim(out: Output, purpose: str, mode: int, pass_foreign: bool) -> tuple[int, str]:
+    """The guard is made and locked with no name (O_TMPFILE) and then linked to the shared
+    name, so that a kill at any instant leaves nothing but a locked-then-dead guard at that
+    name, which the next claim removes; where the filesystem has no unnamed files, under a
+    private name first (a kill between its creation and its unlink leaves that empty file
+    behind, swept only as _sweep_own sweeps: a killed open's `.new` was found so)."""
     d = out.dir
     tmp = temp_name(out.name, purpose)
+    unnamed = True
     for _ in range(_ATTEMPTS):
-        private = f"{tmp[: -len('.part')]}.{secrets.token_hex(6)}.new"
-        fd = d.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fd = _unnamed(d, mode) if unnamed else None
+        private = None if fd is not None else _private(tmp)
+        if fd is None:
+            fd = d.open(private, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         linked = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no one else knows this name
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no one else knows this file
             try:
-                d.link(private, tmp)
+                if private is None:
+                    _name(fd, d, tmp)
+                else:
+                    d.link(private, tmp)
                 linked = True
             except FileExistsError:
                 if _foreign(out, tmp, purpose, pass_foreign):
+                    if private is None:  # a name of its own, which _sweep_own sweeps once its lock is dead
+                        private = _private(tmp)
+                        _name(fd, d, private)
                     return fd, private  # the shared name is squatted: this private one, unguarded
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
                     raise
+                if private is None:  # unnamed files but no links to them: named guards from now on
+                    os.close(fd)
+                    unnamed = False
+                    continue
                 return _claim_without_links(out, fd, private, tmp, purpose, pass_foreign)
         except BaseException:
             os.close(fd)
+            if private is not None:
+                with contextlib.suppress(OSError):
+                    d.unlink(private)
+            raise
+        if private is not None:
             with contextlib.suppress(OSError):
                 d.unlink(private)
-            raise
-        with contextlib.suppress(OSError):
-            d.unlink(private)
         if linked:
             _clear_ready(d, tmp)
             return fd, tmp
         os.close(fd)
         _remove_leftover(out, tmp, purpose)
     raise InputValidationError(f"could not claim {d / tmp}: it keeps being replaced")
+
+
+def _private(tmp: str) -> str:
+    return f"{tmp[: -len('.part')]}.{secrets.token_hex(6)}.new"
 
 
 def _foreign(out: Output, tmp: str, purpose: str, passable: bool) -> bool:

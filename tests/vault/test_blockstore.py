@@ -472,15 +472,17 @@ def test_gc_removes_stale_temp_files_and_spares_fresh_ones(tmp_path: Path) -> No
     shard = store._path(cid).parent
     old, fresh = shard / f".{store._path(cid).stem}.0123456789ab.tmp", shard / ".FRESH.ba9876543210.tmp"
     old_pin = tmp_path / "pins" / ".ABC.pin.0123456789ab.tmp"
-    unknown = shard / "README"  # not the store's to remove
-    for path in (old, fresh, old_pin, unknown):
+    old_layout = tmp_path / "blocks" / ".SHARDING.0123456789ab.tmp"  # a kill while the store was made
+    unknown, other = shard / "README", tmp_path / "blocks" / ".notes.0123456789ab.tmp"  # not the store's to remove
+    for path in (old, fresh, old_pin, old_layout, unknown, other):
         path.write_bytes(b"partial")
     hours_ago = time.time() - 2 * 3600
-    for path in (old, old_pin, unknown):
+    for path in (old, old_pin, old_layout, unknown, other):
         os.utime(path, (hours_ago, hours_ago))
     assert store.gc() == 0  # temp files are not blocks
-    assert not old.exists() and not old_pin.exists()
-    assert fresh.exists() and unknown.exists() and store.get(cid) == b"x" and store.pins() == {cid}
+    assert not old.exists() and not old_pin.exists() and not old_layout.exists()
+    assert fresh.exists() and unknown.exists() and other.exists()
+    assert store.get(cid) == b"x" and store.pins() == {cid}
 
 
 def test_gc_leaves_a_directory_named_like_a_pins_temp_file_and_still_counts(tmp_path: Path) -> None:

@@ -491,3 +491,32 @@ def test_what_another_user_may_not_do_here_is_an_input_error(tmp_path: Path) -> 
         os.chmod(tmp_path / "locked", 0o755)
     assert checked.startswith("InputValidationError cannot check that the output is outside the block store"), checked
     assert list((tmp_path / "ro").iterdir()) == []
+
+
+_KILLED_IN_CLAIM = """
+import os, signal, sys
+from pathlib import Path
+from vault import tempfiles
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # the guard made, not yet locked nor named
+tempfiles.fcntl.flock = killed
+tempfiles.claim_temp(Path(sys.argv[1]), "open")
+"""
+
+
+def test_a_kill_while_claiming_leaves_no_private_name_behind(tmp_path: Path) -> None:
+    """The guard has no name until it is locked and linked to the shared one (a helper's
+    kill loop left an empty `.new` that no later claim removed, 3 times in 180 kills)."""
+    import subprocess
+    import sys
+
+    _needs_unnamed(tmp_path, "the guard is made under a private name there")
+    out = tmp_path / "model.bin"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run([sys.executable, "-c", _KILLED_IN_CLAIM, str(out)], env=env, capture_output=True)
+    assert run.returncode == -9, run.stderr
+    assert list(tmp_path.iterdir()) == []
+    claim = claim_temp(out, "open")
+    assert os.fstat(claim.fd).st_nlink == 1 and claim.path == temp_path(out, "open")
+    claim.discard()
+    assert list(tmp_path.iterdir()) == []

@@ -326,7 +326,7 @@ class FilesystemBlockstore(_Pinning):
     def _sweep(self, keep: set[bytes]) -> int:
         """Block files that get() cannot reach (misplaced) go once a whole copy is in place
         or if they are damaged (_restore_misplaced moved the only whole copies home); so do
-        temp files of puts and pins older than STALE_TEMP (a crashed put's: a put under
+        temp files of puts, pins and the layout file older than STALE_TEMP (a crashed put's: a put under
         way takes milliseconds, and one outside importing() is not held off by gc's
         gate). Only regular files; one that cannot be removed is left for the next gc."""
         removed = 0
@@ -342,6 +342,9 @@ class FilesystemBlockstore(_Pinning):
                 temps.append(path)
         with contextlib.suppress(OSError):
             temps += [self._pins_dir / n for n in os.listdir(self._pins_dir) if n.startswith(".") and n.endswith(".tmp")]
+        with contextlib.suppress(OSError):  # a kill while the layout file was written (_make_shards)
+            temps += [self._blocks / n for n in os.listdir(self._blocks) if n.startswith(".SHARDING.")
+                      and n.endswith(".tmp")]
         stale = time.time() - STALE_TEMP
         for path in temps:
             with contextlib.suppress(OSError):
